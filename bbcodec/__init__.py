@@ -1,0 +1,1 @@
+"""bbcodec: lossless image compression with bits-back ANS coding."""

@@ -1,0 +1,1 @@
+"""The bbcodec command line."""

@@ -1,0 +1,1 @@
+"""Torch models (PixelCNN decoders, VLAE, delta-VAE), training and evaluation."""
