@@ -1,0 +1,520 @@
+"""Readers for the image datasets bbcodec compresses (numpy and Pillow only, no torch).
+
+`load_images(path, split)` turns what users have on disk into one uint8 array:
+
+======================================  ==============================================
+source                                  recognised by
+======================================  ==============================================
+MNIST IDX images (``.gz`` or raw)       a folder holding ``train-images-idx3-ubyte[.gz]``
+                                        / ``t10k-images-idx3-ubyte[.gz]``, or one IDX file
+binarized MNIST ``.npz``                keys ``train`` / ``valid`` / ``test``
+CIFAR-10 ``.npz`` (and similar)         keys ``x_train`` / ``x_valid`` / ``x_test``
+CIFAR-10 python batches                 a folder holding ``data_batch_1..5`` and
+                                        ``test_batch`` (or a ``cifar-10-batches-py``
+                                        subfolder), or one batch file
+PNG images                              a folder of ``*.png`` files, or one PNG file
+``.npy`` arrays                         one ``.npy`` file
+======================================  ==============================================
+
+Files are recognised by their content (magic bytes), not by their extension.
+
+Result: ``(N, H, W)`` for grey and binary data, ``(N, H, W, 3)`` for RGB, always uint8,
+C-contiguous, writeable, and with N, H, W > 0.
+
+Splits: sources that hold several splits (an MNIST folder, a CIFAR batches folder, an
+``.npz``) pick one with ``split``; asking for a split they lack raises `DataError` naming
+the splits they have. Sources that hold a single set of images (one IDX file, one CIFAR
+batch file, a PNG folder or file, an ``.npy``) *ignore* ``split``: the file is the split,
+and the default ``split="test"`` must not stop anyone from loading a training file. The
+value of ``split`` is still checked against `SPLITS` everywhere.
+
+Every problem with the input (missing path, unknown format, wrong dtype or shape, values
+out of range, truncated or corrupt files, unsafe pickles) raises `DataError`, a
+`ValueError` with a one-line message of the form ``"<file>: <what is wrong>"``.
+
+Pickles: CIFAR-10's python batches are pickles, and unpickling runs code chosen by the
+file. They are read with a restricted unpickler that can only rebuild numpy arrays and
+the byte strings inside them; any other global is refused with a `DataError`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import pickle
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+try:  # numpy >= 2 (numpy 1.26 also has these aliases)
+    from numpy._core import multiarray as _np_multiarray
+    from numpy._core import numeric as _np_numeric
+except ImportError:  # pragma: no cover - older numpy
+    from numpy.core import multiarray as _np_multiarray
+    from numpy.core import numeric as _np_numeric
+
+__all__ = ["SPLITS", "DataError", "dataset_kind", "load_images"]
+
+SPLITS = ("train", "valid", "test")
+
+
+class DataError(ValueError):
+    """Bad input data: the message says what is wrong and with which file, in one line."""
+
+
+# --------------------------------------------------------------------------------------
+# public API
+
+
+def load_images(path: str | Path, split: str = "test") -> np.ndarray:
+    """Load one split of an image dataset as a uint8 array.
+
+    Args:
+        path: a file or folder in one of the layouts listed in the module docstring.
+        split: ``"train"``, ``"valid"`` or ``"test"``. Ignored by single-set sources
+            (one IDX, CIFAR batch, PNG or ``.npy`` file; a PNG folder).
+
+    Returns:
+        uint8 array, C-contiguous and writeable: ``(N, H, W)`` for grey or binary
+        images, ``(N, H, W, 3)`` for RGB (HWC, channels R, G, B).
+
+    Raises:
+        DataError: the path is missing or its content is not a valid dataset.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     np.save(f"{d}/digits.npy", np.zeros((5, 28, 28), np.uint8))
+        ...     x = load_images(f"{d}/digits.npy")
+        >>> x.shape, x.dtype
+        ((5, 28, 28), dtype('uint8'))
+    """
+    if not isinstance(split, str) or split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    p = Path(path)
+    try:
+        if p.is_dir():
+            return _load_folder(p, split)
+        if p.is_file():
+            return _load_file(p, split)
+        if p.exists():
+            raise DataError(f"{p}: not a regular file or folder")
+        raise DataError(f"{p}: no such file or folder")
+    except DataError:
+        raise
+    except OSError as exc:  # permissions, I/O errors, files vanishing while we read
+        raise DataError(f"{p}: cannot read: {exc}") from exc
+
+
+def dataset_kind(images: np.ndarray) -> str:
+    """Classify a batch of images as returned by `load_images`.
+
+    Args:
+        images: uint8 array, ``(N, H, W)`` or ``(N, H, W, 3)``.
+
+    Returns:
+        ``"rgb"`` for ``(N, H, W, 3)``; for ``(N, H, W)``, ``"binary"`` when every value
+        is 0 or 1 (vacuously so for an empty array), else ``"grey"``.
+
+    Raises:
+        DataError: not a uint8 array of one of those shapes.
+
+    Example:
+        >>> dataset_kind(np.array([[[0, 1], [1, 0]]], np.uint8))
+        'binary'
+        >>> dataset_kind(np.full((1, 2, 2), 200, np.uint8))
+        'grey'
+        >>> dataset_kind(np.zeros((1, 2, 2, 3), np.uint8))
+        'rgb'
+    """
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+        dtype = getattr(images, "dtype", type(images).__name__)
+        raise DataError(f"images have dtype {dtype}; expected a uint8 numpy array")
+    if images.ndim == 4 and images.shape[-1] == 3:
+        return "rgb"
+    if images.ndim == 3:
+        return "binary" if images.size == 0 or images.max() <= 1 else "grey"
+    raise DataError(f"images have shape {images.shape}; expected (N, H, W) or (N, H, W, 3)")
+
+
+# --------------------------------------------------------------------------------------
+# dispatch
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGIC = b"PK"
+_NPY_MAGIC = b"\x93NUMPY"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PICKLE_PROTO = b"\x80"  # protocol >= 2 pickles start with PROTO
+_IDX_IMAGES = 2051  # 0x00000803: unsigned bytes, 3 dimensions
+_IDX_LABELS = 2049  # 0x00000801: unsigned bytes, 1 dimension
+
+_MNIST_PREFIX = {"train": "train-images", "test": "t10k-images"}
+_CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+_CIFAR_TEST = "test_batch"
+_CIFAR_SUBFOLDER = "cifar-10-batches-py"
+
+
+def _load_file(p: Path, split: str) -> np.ndarray:
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if head.startswith(_GZIP_MAGIC) or _looks_like_idx(head):
+        return _read_idx(p)
+    if head.startswith(_ZIP_MAGIC):
+        return _read_npz(p, split)
+    if head.startswith(_NPY_MAGIC):
+        return _read_npy(p)
+    if head.startswith(_PNG_MAGIC):
+        return _read_pngs([p])
+    if head.startswith(_PICKLE_PROTO):
+        return _images(_read_cifar_batch(p), str(p))
+    raise DataError(
+        f"{p}: unknown format (not MNIST IDX, .npz, .npy, PNG or a CIFAR-10 python batch)"
+    )
+
+
+def _load_folder(p: Path, split: str) -> np.ndarray:
+    idx_files = {s: _find_mnist_file(p, prefix) for s, prefix in _MNIST_PREFIX.items()}
+    if any(idx_files.values()):
+        available = [s for s in SPLITS if idx_files.get(s)]
+        _check_available(p, split, available)
+        return _read_idx(idx_files[split])
+
+    cifar_dir = p if _has_cifar_batches(p) else p / _CIFAR_SUBFOLDER
+    if _has_cifar_batches(cifar_dir):
+        return _read_cifar_folder(cifar_dir, split)
+
+    pngs = sorted(
+        (f for f in p.iterdir() if f.suffix.lower() == ".png" and f.is_file()),
+        key=lambda f: f.name,
+    )
+    if pngs:
+        return _read_pngs(pngs)
+    raise DataError(
+        f"{p}: folder holds no MNIST IDX image files, CIFAR-10 python batches or PNG files"
+    )
+
+
+def _check_available(where: Path, split: str, available: list[str]) -> None:
+    if split not in available:
+        raise DataError(f"{where}: no {split!r} split; available splits: {', '.join(available)}")
+
+
+def _images(arr: np.ndarray, where: str) -> np.ndarray:
+    """Validate a decoded array; return it uint8, C-contiguous and writeable (copy if needed)."""
+    if arr.dtype == np.bool_:
+        arr = arr.view(np.uint8)
+    if arr.dtype != np.uint8:
+        raise DataError(f"{where}: dtype {arr.dtype}; expected uint8 pixel values")
+    if not (arr.ndim == 3 or (arr.ndim == 4 and arr.shape[-1] == 3)):
+        raise DataError(f"{where}: shape {arr.shape}; expected (N, H, W) or (N, H, W, 3)")
+    if arr.size == 0:
+        raise DataError(f"{where}: holds no pixels (shape {arr.shape})")
+    if type(arr) is not np.ndarray or not arr.flags.c_contiguous or not arr.flags.writeable:
+        arr = np.array(arr, dtype=np.uint8, order="C", copy=True)
+    return arr
+
+
+# --------------------------------------------------------------------------------------
+# MNIST IDX
+
+
+def _looks_like_idx(head: bytes) -> bool:
+    """IDX magic: two zero bytes, a type code (0x08..0x0E) and a dimension count."""
+    return len(head) >= 4 and head[:2] == b"\0\0" and 0x08 <= head[2] <= 0x0E
+
+
+def _find_mnist_file(folder: Path, prefix: str) -> Path | None:
+    for stem in (f"{prefix}-idx3-ubyte", f"{prefix}.idx3-ubyte"):
+        for name in (stem, stem + ".gz"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _read_idx(p: Path) -> np.ndarray:
+    """Read an IDX image file (magic 2051, uint8, N x H x W), gzip-compressed or not."""
+    with open(p, "rb") as f:
+        compressed = f.read(2) == _GZIP_MAGIC
+    if compressed:
+        try:
+            with gzip.open(p, "rb") as f:
+                data = f.read()
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise DataError(f"{p}: truncated or corrupt gzip data ({exc})") from exc
+    else:
+        data = p.read_bytes()
+
+    if len(data) < 4:
+        raise DataError(f"{p}: truncated IDX file ({len(data)} bytes, no complete header)")
+    (magic,) = struct.unpack(">I", data[:4])
+    if magic != _IDX_IMAGES:
+        if magic == _IDX_LABELS:
+            raise DataError(f"{p}: an IDX label file (magic 2049), not images (magic 2051)")
+        what = "IDX magic" if _looks_like_idx(data[:4]) else "not an IDX file: magic"
+        raise DataError(f"{p}: {what} {magic}, expected {_IDX_IMAGES} (uint8 images)")
+    if len(data) < 16:
+        raise DataError(f"{p}: truncated IDX header ({len(data)} of 16 bytes)")
+    n, h, w = struct.unpack(">3I", data[4:16])
+    if n == 0 or h == 0 or w == 0:
+        raise DataError(f"{p}: IDX dimensions {n}x{h}x{w} hold no pixels")
+    expected = 16 + n * h * w
+    if len(data) < expected:
+        raise DataError(
+            f"{p}: truncated IDX data: header says {n}x{h}x{w} ({expected} bytes), "
+            f"file has {len(data)} bytes"
+        )
+    if len(data) > expected:
+        raise DataError(
+            f"{p}: {len(data) - expected} unexpected bytes after the {n}x{h}x{w} IDX images"
+        )
+    return _images(np.frombuffer(data, np.uint8, offset=16).reshape(n, h, w), str(p))
+
+
+# --------------------------------------------------------------------------------------
+# .npz / .npy
+
+# .npz layouts: bare split names are binarized MNIST ({0, 1}, (N, 28, 28) or (N, 784));
+# x_<split> keys hold ordinary uint8 images, as in cifar10.npz.
+_BINARY_SIDE = 28
+
+
+def _read_npz(p: Path, split: str) -> np.ndarray:
+    try:
+        npz = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"{p}: corrupt or unreadable .npz ({exc})") from exc
+    if not isinstance(npz, np.lib.npyio.NpzFile):  # pragma: no cover - np.load sniffs "PK"
+        raise DataError(f"{p}: not an .npz archive")
+    with npz:
+        keys = set(npz.files)
+        if any(f"x_{s}" in keys for s in SPLITS):
+            binary, key_of = False, {s: f"x_{s}" for s in SPLITS}
+        elif any(s in keys for s in SPLITS):
+            binary, key_of = True, {s: s for s in SPLITS}
+        else:
+            found = ", ".join(sorted(keys)) or "none"
+            raise DataError(
+                f"{p}: no image arrays: expected keys train/valid/test (binarized MNIST) "
+                f"or x_train/x_valid/x_test; found: {found}"
+            )
+        available = [s for s in SPLITS if key_of[s] in keys]
+        _check_available(p, split, available)
+        key = key_of[split]
+        where = f"{p}[{key!r}]"
+        try:
+            arr = npz[key]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise DataError(f"{where}: corrupt or unreadable array ({exc})") from exc
+    if binary:
+        return _binary_images(arr, where)
+    return _images(arr, where)
+
+
+def _binary_images(arr: np.ndarray, where: str) -> np.ndarray:
+    if arr.dtype not in (np.uint8, np.bool_):
+        raise DataError(f"{where}: dtype {arr.dtype}; binarized MNIST must be uint8 0/1")
+    if arr.ndim == 2 and arr.shape[1] == _BINARY_SIDE * _BINARY_SIDE:
+        arr = arr.reshape(-1, _BINARY_SIDE, _BINARY_SIDE)
+    elif arr.ndim != 3:
+        raise DataError(f"{where}: shape {arr.shape}; expected (N, 28, 28) or (N, 784)")
+    arr = _images(arr, where)
+    top = int(arr.max())
+    if top > 1:
+        raise DataError(
+            f"{where}: binary data holds value {top}; only 0 and 1 are allowed "
+            "(store grey images under x_train/x_valid/x_test instead)"
+        )
+    return arr
+
+
+def _read_npy(p: Path) -> np.ndarray:
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{p}: corrupt or unreadable .npy ({exc})") from exc
+    return _images(arr, str(p))
+
+
+# --------------------------------------------------------------------------------------
+# CIFAR-10 python batches (pickles)
+
+
+def _latin1_encode(text: object, encoding: str = "latin1") -> bytes:
+    """What protocol-2 pickles written by Python 3 call to rebuild a bytes object."""
+    if not isinstance(text, str) or codecs.lookup(encoding).name != "iso8859-1":
+        raise pickle.UnpicklingError("refusing _codecs.encode other than str -> latin1")
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args: object) -> bytes:
+    """What protocol-2 pickles written by Python 3 call to rebuild b""."""
+    if args:
+        raise pickle.UnpicklingError("refusing bytes() with arguments")
+    return b""
+
+
+_PICKLE_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"): _np_multiarray._reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _np_multiarray._reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _np_numeric._frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _np_numeric._frombuffer,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_encode,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
+}
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that can rebuild plain containers, strings and numpy arrays, nothing else."""
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return _PICKLE_ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name} (only numpy arrays are allowed)"
+            ) from None
+
+
+def _read_cifar_batch(p: Path) -> np.ndarray:
+    """One CIFAR-10 batch: dict with b"data" uint8 (N, 3072) rows, CHW -> (N, 32, 32, 3)."""
+    try:
+        with open(p, "rb") as f:
+            batch = _ArrayOnlyUnpickler(f, encoding="bytes").load()
+    except OSError:
+        raise
+    except Exception as exc:  # any failure on untrusted pickle bytes means a bad file
+        raise DataError(
+            f"{p}: not a readable CIFAR-10 batch ({type(exc).__name__}: {exc})"
+        ) from exc
+    data = batch.get(b"data", batch.get("data")) if isinstance(batch, dict) else None
+    if not isinstance(data, np.ndarray):
+        raise DataError(f"{p}: not a CIFAR-10 batch (expected a dict with a b'data' array)")
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(
+            f"{p}: CIFAR-10 b'data' is {data.dtype} {data.shape}; expected uint8 (N, 3072)"
+        )
+    if data.shape[0] == 0:
+        raise DataError(f"{p}: CIFAR-10 batch holds no images")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+def _has_cifar_batches(folder: Path) -> bool:
+    return folder.is_dir() and any((folder / n).is_file() for n in (*_CIFAR_TRAIN, _CIFAR_TEST))
+
+
+def _read_cifar_folder(folder: Path, split: str) -> np.ndarray:
+    names = {"train": _CIFAR_TRAIN, "test": (_CIFAR_TEST,)}
+    available = [s for s in SPLITS if s in names and any((folder / n).is_file() for n in names[s])]
+    _check_available(folder, split, available)
+    files = [folder / n for n in names[split]]
+    for f in files:
+        if not f.is_file():
+            raise DataError(
+                f"{f}: missing; the CIFAR-10 {split} split needs {', '.join(names[split])}"
+            )
+    batches = [_read_cifar_batch(f) for f in files]
+    out = np.empty((sum(len(b) for b in batches), 32, 32, 3), np.uint8)
+    start = 0
+    for b in batches:
+        out[start : start + len(b)] = b
+        start += len(b)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# PNG
+
+_PNG_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    zlib.error,
+    struct.error,
+    Image.DecompressionBombError,
+)
+
+
+def _png_header(f: Path) -> tuple[int, int]:
+    """(bit depth, colour type) from the IHDR chunk, which must come first."""
+    with open(f, "rb") as fh:
+        head = fh.read(26)
+    if not head.startswith(_PNG_MAGIC):
+        raise DataError(f"{f}: not a PNG file")
+    if len(head) < 26 or head[12:16] != b"IHDR":
+        raise DataError(f"{f}: corrupt PNG (no IHDR header)")
+    return head[24], head[25]
+
+
+def _png_pixels(f: Path, img: Image.Image) -> tuple[np.ndarray, str]:
+    """Decode one opened PNG losslessly to (H, W) or (H, W, 3) uint8 and its kind."""
+    mode = img.mode
+    if mode not in ("1", "L", "LA", "P", "RGB", "RGBA"):
+        raise DataError(f"{f}: unsupported PNG mode {mode}")
+    if getattr(img, "n_frames", 1) > 1:
+        raise DataError(f"{f}: animated PNG with {img.n_frames} frames; expected one image")
+    if mode in ("LA", "RGBA") or "transparency" in img.info:
+        alpha = np.asarray(img.convert("RGBA"))[..., 3]
+        clear = int(np.count_nonzero(alpha != 255))
+        if clear:
+            raise DataError(
+                f"{f}: {clear} of {alpha.size} pixels are not fully opaque; alpha cannot be coded, "
+                "only opaque images are supported"
+            )
+    if mode == "1":  # 1-bit: values 0 / 1, so the data reads as binary
+        return np.asarray(img).astype(np.uint8), "binary"
+    if mode == "L":
+        return np.asarray(img), "grey"
+    if mode == "LA":
+        return np.asarray(img)[..., 0], "grey"
+    if mode == "RGB":
+        return np.asarray(img), "rgb"
+    if mode == "RGBA":
+        return np.asarray(img)[..., :3], "rgb"
+    # palette: a grey palette gives grey pixels, any colour in it gives RGB
+    rgb = np.asarray(img.convert("RGB"))
+    palette = np.asarray(img.getpalette() or [], np.uint8).reshape(-1, 3)
+    if (palette == palette[:, :1]).all():
+        return rgb[..., 0], "grey"
+    return rgb, "rgb"
+
+
+def _read_pngs(files: list[Path]) -> np.ndarray:
+    """Stack PNG files (all the same size and kind) into one array, in the given order."""
+    out: np.ndarray | None = None
+    first_size, first_kind = (0, 0), ""
+    for i, f in enumerate(files):
+        depth, _ = _png_header(f)
+        if depth == 16:
+            raise DataError(f"{f}: 16-bit PNG; only 8-bit (or fewer bits) images are supported")
+        try:
+            with Image.open(f) as img:
+                if i and img.size != first_size:
+                    raise DataError(
+                        f"{f}: size {img.size[0]}x{img.size[1]} differs from {files[0].name} "
+                        f"({first_size[0]}x{first_size[1]}); all PNGs must be the same size"
+                    )
+                pixels, kind = _png_pixels(f, img)
+                size = img.size
+        except DataError:
+            raise
+        except _PNG_ERRORS as exc:
+            raise DataError(f"{f}: corrupt or unreadable PNG ({exc})") from exc
+        if out is None:
+            out = np.empty((len(files), *pixels.shape), np.uint8)
+            first_size, first_kind = size, kind
+        elif kind != first_kind:
+            raise DataError(
+                f"{f}: {kind} image, but {files[0].name} is {first_kind}; "
+                "all PNGs must have the same mode"
+            )
+        out[i] = pixels
+    assert out is not None
+    return out
