@@ -1,0 +1,251 @@
+"""PixelCNN decoder p(x | z) with a one-pixel step path for coding.
+
+    x (N,H,W[,3]) ──► masked conv (k×k, type A) ─────────┐
+                  └─► [row context: gated recurrence over ├─► + ──► gated 1×1 blocks ──► head
+                       all rows above + causal conv over  │                            (N,H,W,P)
+                       the whole current row to the left] │
+    z ──► conditioning network (model's own) ─────────────┘ features (N,H,W,C)
+
+The **receptive field** is a hyperparameter: ``kernel_size`` k gives the local causal
+neighbourhood (k//2 rows above, k//2 columns either side, k//2 pixels to the left) — the
+VLAE's "lossy" decoder (Chen et al. 2017). ``row_context=True`` adds the full causal past
+(every pixel above or to the left), the strong decoder of the δ-VAE (Razavi et al. 2019).
+RGB pixels are predicted as a whole (PixelCNN++'s linear R→G→B dependence lives in the head).
+
+Determinism decision (DESIGN §3): the codec computes every pixel's coding distribution
+through the **step path on both sides** (`PixelStepper`): the encoder runs the same per-pixel
+computation, with the same batch shape and the same canvas contents, as the decoder, so the
+parameters handed to the entropy coder are bit-identical by construction. The all-at-once
+path (`PixelDecoder.forward`, convolutions over the whole image) is used for training and
+for the ELBO; it equals the step path to float rounding (tested), not bit for bit. A step
+costs a few small matrix products on a (B, ·) batch — never a full-image pass.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from bbcodec.models.heads import clamp_params, param_channels
+from torch import nn
+
+IN_CHANNELS = {"binary": 1, "grey": 1, "rgb": 3}
+
+
+def pixels_to_input(kind: str, x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N,H,W) or (N,H,W,3) → network input (N, C_in, H, W) in [-1, 1]."""
+    if kind == "binary":
+        return (x.float() * 2.0 - 1.0).unsqueeze(1)
+    xf = x.float() / 127.5 - 1.0
+    return xf.permute(0, 3, 1, 2) if kind == "rgb" else xf.unsqueeze(1)
+
+
+class CausalConv(nn.Module):
+    """A type-A masked convolution: output (i, j) sees rows i−r..i−1 (columns j−c..j+c)
+    and row i columns j−c..j−1 — never pixel (i, j) itself or anything after it.
+
+    Args:
+        in_ch, out_ch: channels.
+        rows_above: r, rows of the past above the current one.
+        half_width: c, columns to either side (and pixels to the left on the current row).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, rows_above: int, half_width: int):
+        super().__init__()
+        self.rows_above, self.half_width = rows_above, half_width
+        kh, kw = rows_above + 1, 2 * half_width + 1
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kh, kw) / (in_ch * kh * kw) ** 0.5)
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+        mask = torch.ones(kh, kw)
+        mask[rows_above, half_width:] = 0.0  # current pixel and everything right of it
+        self.register_buffer("mask", mask, persistent=False)
+
+    def masked_weight(self) -> torch.Tensor:
+        return self.weight * self.mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, H, W) → (N, C_out, H, W)."""
+        r, c = self.rows_above, self.half_width
+        padded = F.pad(x, (c, c, r, 0))
+        return F.conv2d(padded, self.masked_weight(), self.bias)
+
+    def at(self, canvas: torch.Tensor, pad: tuple[int, int], i: int, j: int) -> torch.Tensor:
+        """Output at one position from a padded canvas.
+
+        Args:
+            canvas: (B, C_in, H + pad_top, W + 2·pad_side) with the image at
+                ``[pad_top:, pad_side:-pad_side]`` and zeros elsewhere.
+            pad: (pad_top, pad_side), each ≥ this layer's reach.
+            i, j: pixel position in the image.
+        Returns:
+            (B, C_out).
+        """
+        r, c = self.rows_above, self.half_width
+        top, side = pad
+        patch = canvas[:, :, top + i - r : top + i + 1, side + j - c : side + j + c + 1]
+        return F.linear(patch.flatten(1), self.masked_weight().flatten(1), self.bias)
+
+
+class RowContext(nn.Module):
+    """Full causal past above the current row, and the whole current row to the left.
+
+    A gated recurrence runs down the rows: h_0 = 0, h_{i+1} = g ⊙ h_i + (1 − g) ⊙ tanh(u),
+    where (g, u) come from a width-3 convolution over [h_i, embed(row i), mean over the
+    width of h_i] — the mean makes every column of every earlier row reachable. A causal
+    convolution over the current row reaches all pixels to the left.
+    """
+
+    def __init__(self, in_ch: int, hidden: int, out_ch: int, width: int):
+        super().__init__()
+        self.embed = nn.Conv1d(in_ch, hidden, 3, padding=1)
+        self.update = nn.Conv1d(3 * hidden, 2 * hidden, 3, padding=1)
+        self.out = nn.Linear(hidden, out_ch)
+        self.left = CausalConv(in_ch, out_ch, rows_above=0, half_width=width - 1)
+        self.hidden = hidden
+
+    def next_state(self, h: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+        """h: (B, hidden, W) state for row i; row: (B, C_in, W) pixels of row i → state i+1."""
+        pooled = h.mean(dim=2, keepdim=True).expand_as(h)
+        gate, cand = self.update(torch.cat([h, self.embed(row), pooled], 1)).chunk(2, 1)
+        gate = torch.sigmoid(gate)
+        return gate * h + (1.0 - gate) * torch.tanh(cand)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, H, W) → (N, H, W, out_ch)."""
+        n, _, height, width = x.shape
+        h = x.new_zeros(n, self.hidden, width)
+        states = [h]
+        for i in range(height - 1):
+            h = self.next_state(h, x[:, :, i])
+            states.append(h)
+        above = self.out(torch.stack(states, 2).permute(0, 2, 3, 1))
+        return above + self.left(x).permute(0, 2, 3, 1)
+
+
+class GatedBlock(nn.Module):
+    """Residual gated 1×1 block on channels-last features: x + W·(tanh(a) ⊙ σ(b))."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.inner = nn.Linear(channels, 2 * channels)
+        self.outer = nn.Linear(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.inner(F.elu(x)).chunk(2, -1)
+        return x + self.outer(torch.tanh(a) * torch.sigmoid(b))
+
+
+class PixelDecoder(nn.Module):
+    """Autoregressive pixel model conditioned on a feature map of z.
+
+    Args:
+        kind: ``binary``, ``grey`` or ``rgb``.
+        image_hw: (H, W).
+        channels: width of the per-pixel network.
+        kernel_size: k (odd) of the local causal neighbourhood.
+        n_blocks: gated 1×1 blocks.
+        n_mixtures: logistic mixture components (8-bit kinds).
+        row_context: add the full causal past (δ-VAE decoder).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        image_hw: tuple[int, int],
+        channels: int = 64,
+        kernel_size: int = 7,
+        n_blocks: int = 4,
+        n_mixtures: int = 5,
+        row_context: bool = False,
+    ):
+        super().__init__()
+        if kernel_size < 3 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and ≥ 3, got {kernel_size}")
+        self.kind, self.image_hw, self.n_mixtures = kind, tuple(image_hw), n_mixtures
+        in_ch = IN_CHANNELS[kind]
+        half = kernel_size // 2
+        self.local = CausalConv(in_ch, channels, rows_above=half, half_width=half)
+        self.row = RowContext(in_ch, channels // 2, channels, image_hw[1]) if row_context else None
+        self.blocks = nn.ModuleList(GatedBlock(channels) for _ in range(n_blocks))
+        self.head = nn.Linear(channels, param_channels(kind, n_mixtures))
+
+    @property
+    def receptive_field(self) -> str:
+        """Human-readable receptive field."""
+        if self.row is not None:
+            return "full causal past"
+        k = 2 * self.local.half_width + 1
+        return f"local {k}x{k} causal ({self.local.rows_above} rows above)"
+
+    def _finish(self, hidden: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            hidden = block(hidden)
+        return clamp_params(self.kind, self.head(F.elu(hidden)), self.n_mixtures)
+
+    def forward(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """All pixels at once (training, ELBO).
+
+        Args:
+            x: (N, H, W[, 3]) uint8 images.
+            features: (N, H, W, C) conditioning features from z.
+        Returns:
+            (N, H, W, P) constrained head parameters.
+        """
+        inp = pixels_to_input(self.kind, x)
+        hidden = self.local(inp).permute(0, 2, 3, 1) + features
+        if self.row is not None:
+            hidden = hidden + self.row(inp)
+        return self._finish(hidden)
+
+    def stepper(self, features: torch.Tensor) -> PixelStepper:
+        """A one-pixel-at-a-time evaluator for a batch with these features (N, H, W, C)."""
+        return PixelStepper(self, features)
+
+
+class PixelStepper:
+    """Per-pixel conditionals in raster order, for coding (both encoder and decoder).
+
+    Call ``params(t)`` for pixel t = i·W + j, then ``write(t, pixels)`` with its value,
+    for t = 0, 1, …; the stepper keeps the canvas of pixels written so far and the row
+    state. Both coding sides make exactly the same calls, so the parameters match bit for
+    bit. Each step is a few (B, ·) matrix products.
+    """
+
+    def __init__(self, decoder: PixelDecoder, features: torch.Tensor):
+        self.decoder = decoder
+        self.features = features
+        batch = features.shape[0]
+        height, width = decoder.image_hw
+        top = decoder.local.rows_above
+        side = max(decoder.local.half_width, width - 1 if decoder.row is not None else 0)
+        self.pad = (top, side)
+        in_ch = IN_CHANNELS[decoder.kind]
+        self.canvas = features.new_zeros(batch, in_ch, height + top, width + 2 * side)
+        self.row_state = None
+        self.row_above = None
+        if decoder.row is not None:
+            self.row_state = features.new_zeros(batch, decoder.row.hidden, width)
+
+    @torch.no_grad()
+    def params(self, t: int) -> torch.Tensor:
+        """(B, P) constrained head parameters of pixel t for every image in the batch."""
+        dec = self.decoder
+        width = dec.image_hw[1]
+        i, j = divmod(t, width)
+        hidden = dec.local.at(self.canvas, self.pad, i, j) + self.features[:, i, j]
+        if dec.row is not None:
+            if j == 0:
+                if i > 0:
+                    top, side = self.pad
+                    row = self.canvas[:, :, top + i - 1, side : side + width]
+                    self.row_state = dec.row.next_state(self.row_state, row)
+                self.row_above = dec.row.out(self.row_state.transpose(1, 2))  # (B, W, C)
+            hidden = hidden + self.row_above[:, j] + dec.row.left.at(self.canvas, self.pad, i, j)
+        return dec._finish(hidden)
+
+    def write(self, t: int, pixels: torch.Tensor) -> None:
+        """Record pixel t's values: (B,) uint8, or (B, 3) for RGB."""
+        dec = self.decoder
+        i, j = divmod(t, dec.image_hw[1])
+        top, side = self.pad
+        shaped = pixels.reshape(-1, 1, 1, 3) if dec.kind == "rgb" else pixels.reshape(-1, 1, 1)
+        self.canvas[:, :, top + i, side + j] = pixels_to_input(dec.kind, shaped)[:, :, 0, 0]

@@ -1,0 +1,188 @@
+"""Training: a resumable loop with a time or epoch budget, checkpoints and a progress log.
+
+A run lives in one folder:
+
+- ``checkpoint.pt`` — model, optimiser, progress and RNG state, rewritten atomically every
+  few minutes; a run started again on the same folder resumes from it;
+- ``log.jsonl`` — one JSON line per log interval: step, epoch, images seen, wall seconds,
+  training loss (bits/dim) and, every validation interval, validation −ELBO (bits/dim);
+- ``model.safetensors`` — the final weights with the config in the metadata (`export`).
+
+The learning rate follows a cosine from ``learning_rate`` to ``final_learning_rate`` over the
+budget. The δ-VAE's auxiliary prior is fitted afterwards (``aux_prior_steps``) with the rest
+of the model frozen, maximising E_{x, z~q(z|x)} log p_aux(z).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from bbcodec.models.presets import Recipe
+from bbcodec.models.vae import LatentVariableModel, ModelConfig, nats_to_bpd
+from bbcodec.models.weights import save_weights
+from tqdm import tqdm
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def _append_log(run_dir: Path, entry: dict) -> None:
+    with open(run_dir / "log.jsonl", "a") as log:
+        log.write(json.dumps(entry) + "\n")
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def validate(model: LatentVariableModel, images: np.ndarray, batch_size: int, device: str) -> float:
+    """Mean one-sample −ELBO of ``images`` in bits/dim (the coding prior)."""
+    model.eval()
+    total = 0.0
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[start : start + batch_size]).to(device)
+        total += float(model.elbo_terms(x).neg_elbo_nats.sum())
+    model.train()
+    return nats_to_bpd(total / len(images), model.config.dims_per_image)
+
+
+def train(
+    config: ModelConfig,
+    recipe: Recipe,
+    train_images: np.ndarray,
+    valid_images: np.ndarray,
+    run_dir: Path,
+    minutes: float | None = None,
+    epochs: float | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    checkpoint_minutes: float = 5.0,
+    valid_minutes: float = 10.0,
+    log_every: int = 50,
+) -> LatentVariableModel:
+    """Train (or resume) a model; returns it after the budget, with the aux prior fitted.
+
+    Args:
+        train_images: (N, H, W[, 3]) uint8.
+        valid_images: a small held-out set for the logged validation −ELBO.
+        minutes / epochs: the budget (exactly one must be given); it counts the time of
+            all sessions of this run together, so a resumed run finishes the same schedule.
+    """
+    if (minutes is None) == (epochs is None):
+        raise ValueError("give exactly one budget: minutes or epochs")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = LatentVariableModel(config).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
+    state = {"step": 0, "images": 0, "seconds": 0.0, "aux_step": 0}
+    ckpt_path = run_dir / CHECKPOINT
+    rng = np.random.default_rng(seed)
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ckpt["config"] != config.to_json():
+            raise ValueError(f"{ckpt_path} belongs to a different model config; use another run folder")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        state = ckpt["state"]
+        rng.bit_generator.state = ckpt["numpy_rng"]
+        torch.set_rng_state(ckpt["torch_rng"])
+        print(f"resuming {run_dir} at step {state['step']} ({state['seconds'] / 60:.1f} min trained)")
+
+    n = len(train_images)
+    total_images = epochs * n if epochs is not None else None
+    budget_s = minutes * 60 if minutes is not None else None
+
+    def progress() -> float:
+        return state["images"] / total_images if total_images else state["seconds"] / budget_s
+
+    def checkpoint():
+        _save_atomic(
+            {"config": config.to_json(), "model": model.state_dict(), "optimizer": opt.state_dict(),
+             "state": state, "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
+            ckpt_path,
+        )  # fmt: skip
+
+    last_ckpt = last_valid = time.time()
+    order = rng.permutation(n)
+    cursor = (state["images"]) % n
+    bar = tqdm(total=1000, desc=f"train {run_dir.name}", unit="‰", initial=int(1000 * min(progress(), 1)))
+    running = []
+    model.train()
+    while progress() < 1.0:
+        t0 = time.time()
+        if cursor + recipe.batch_size > n:
+            order, cursor = rng.permutation(n), 0
+        idx = order[cursor : cursor + recipe.batch_size]
+        cursor += recipe.batch_size
+        frac = min(progress(), 1.0)
+        lr = recipe.final_learning_rate + 0.5 * (recipe.learning_rate - recipe.final_learning_rate) * (
+            1 + math.cos(math.pi * frac)
+        )
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x = torch.from_numpy(train_images[np.sort(idx)]).to(device)
+        loss, terms = model.loss(x, recipe.objective, recipe.beta, recipe.free_bits_nats)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
+        opt.step()
+        state["step"] += 1
+        state["images"] += len(idx)
+        state["seconds"] += time.time() - t0
+        running.append((float(loss) / math.log(2), float(terms.kl_nats.mean())))
+        bar.n = int(1000 * min(progress(), 1.0))
+        bar.set_postfix(loss_bpd=f"{running[-1][0]:.4f}")
+        if state["step"] % log_every == 0:
+            entry = {"step": state["step"], "epoch": state["images"] / n, "images": state["images"],
+                     "train_seconds": round(state["seconds"], 1), "lr": lr,
+                     "loss_bpd": float(np.mean([r[0] for r in running])),
+                     "kl_nats": float(np.mean([r[1] for r in running]))}  # fmt: skip
+            running = []
+            if time.time() - last_valid > valid_minutes * 60:
+                entry["valid_neg_elbo_bpd"] = validate(model, valid_images, 250, device)
+                last_valid = time.time()
+            _append_log(run_dir, entry)
+        if time.time() - last_ckpt > checkpoint_minutes * 60:
+            checkpoint()
+            last_ckpt = time.time()
+    bar.close()
+    if model.aux_prior is not None and state["aux_step"] < recipe.aux_prior_steps:
+        fit_aux_prior(model, train_images, recipe, state, rng, device, checkpoint, run_dir)
+    checkpoint()
+    valid_bpd = validate(model, valid_images, 250, device)
+    _append_log(run_dir, {"step": state["step"], "final_valid_neg_elbo_bpd": valid_bpd,
+                          "train_seconds": round(state["seconds"], 1)})  # fmt: skip
+    save_weights(model, run_dir / "model.safetensors", {"train_seconds": f"{state['seconds']:.0f}"})
+    return model
+
+
+def fit_aux_prior(model, train_images, recipe, state, rng, device, checkpoint, run_dir) -> None:
+    """Fit the δ-VAE's auxiliary MADE prior to the aggregate posterior (rest frozen)."""
+    opt = torch.optim.Adam(model.aux_prior.parameters(), lr=1e-3)
+    n = len(train_images)
+    last_ckpt = time.time()
+    for _ in tqdm(range(state["aux_step"], recipe.aux_prior_steps), desc="aux prior"):
+        t0 = time.time()
+        x = torch.from_numpy(train_images[np.sort(rng.choice(n, recipe.batch_size, replace=False))])
+        with torch.no_grad():
+            q = model.posterior(x.to(device))
+            z = q.mean + q.std * torch.randn_like(q.std)
+        nll = -model.aux_prior.log_prob_dims(z).sum(1).mean()
+        opt.zero_grad(set_to_none=True)
+        nll.backward()
+        opt.step()
+        state["aux_step"] += 1
+        state["seconds"] += time.time() - t0
+        if state["aux_step"] % 200 == 0:
+            _append_log(run_dir, {"aux_step": state["aux_step"], "aux_nll_nats": float(nll)})
+        if time.time() - last_ckpt > 300:
+            checkpoint()
+            last_ckpt = time.time()

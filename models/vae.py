@@ -1,0 +1,195 @@
+"""VLAE and δ-VAE: one latent-variable model class, one typed interface for the codec.
+
+    x ──► encoder ──► q(z|x) = N(μ, σ²) ──z──► LatentToFeatures ──► PixelDecoder ──► p(x|z)
+                                              prior p(z): MADE (VLAE) | AR(1) → aux MADE (δ-VAE)
+
+- **VLAE** (Chen et al. 2017, "Variational Lossy Autoencoder"): conv encoder, MADE
+  autoregressive-flow prior, PixelCNN decoder with a small local receptive field.
+- **δ-VAE** (Razavi et al. 2019, "Preventing Posterior Collapse with δ-VAEs"): anti-causal
+  encoder over a sequence of latent bands, AR(1) prior with committed rate δ, a PixelCNN
+  decoder with the full causal past, and an auxiliary MADE prior fitted to the aggregate
+  posterior after training (`fit_aux_prior`), used for coding and for the reported −ELBO.
+
+The interface the codec uses (all float32 torch tensors; z is (N, D) in latent units):
+
+- ``posterior(x) -> Gaussian``              q(z|x), (N, D) each;
+- ``prior_conditionals(z) -> Gaussian``     p(z_i | z_<i) for all i; ``prior_step(z, i)`` one i;
+- ``likelihood_params(x, z) -> (N,H,W,P)``  all pixels at once (training, ELBO);
+- ``pixel_stepper(z) -> PixelStepper``      one pixel at a time — what both coding sides use
+  (see `bbcodec.models.pixelcnn` for the determinism decision).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import NamedTuple
+
+import torch
+from bbcodec.models import heads
+from bbcodec.models.encoders import AntiCausalEncoder, ConvEncoder, LatentToFeatures
+from bbcodec.models.pixelcnn import IN_CHANNELS, PixelDecoder, pixels_to_input
+from bbcodec.models.priors import AR1Prior, MadePrior, gaussian_log_prob
+from torch import nn
+
+
+class Gaussian(NamedTuple):
+    """Diagonal Gaussian parameters, each (N, D) (or (N,) for one step)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+class ElboTerms(NamedTuple):
+    """Per-image ELBO terms in nats, each (N,). ``neg_elbo_nats = recon_nats + kl_nats``."""
+
+    recon_nats: torch.Tensor  # −E_q log p(x|z) (distortion)
+    kl_nats: torch.Tensor  # KL(q(z|x) ‖ p(z)) (rate), exact or one-sample estimate
+    kl_dims_nats: torch.Tensor  # (N, D) per-dimension KL terms (for free bits, active units)
+
+    @property
+    def neg_elbo_nats(self) -> torch.Tensor:
+        return self.recon_nats + self.kl_nats
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model; stored beside its weights.
+
+    Attributes:
+        family: ``vlae`` or ``delta-vae``.
+        kind: pixel kind, ``binary``, ``grey`` or ``rgb``.
+        image_hw: (H, W).
+        latent_dim: D for the VLAE (ignored by the δ-VAE: D = n_steps · step_dim).
+        n_steps, step_dim: the δ-VAE's latent sequence (bands of the image × dims per band).
+        delta_nats: the δ-VAE's committed rate δ, total over the latent, in nats.
+        channels: width of the pixel network and the feature map.
+        kernel_size: local receptive field of the decoder (odd k; k×k causal neighbourhood).
+        n_blocks: gated 1×1 blocks in the pixel network.
+        n_mixtures: logistic mixture components for 8-bit pixels.
+        made_hidden: width of the MADE prior's hidden layers.
+    """
+
+    family: str
+    kind: str
+    image_hw: tuple[int, int]
+    latent_dim: int = 32
+    n_steps: int = 7
+    step_dim: int = 8
+    delta_nats: float = 8.0
+    channels: int = 64
+    kernel_size: int = 7
+    n_blocks: int = 4
+    n_mixtures: int = 5
+    made_hidden: int = 256
+
+    def __post_init__(self):
+        if self.family not in ("vlae", "delta-vae"):
+            raise ValueError(f"unknown model family {self.family!r} (vlae or delta-vae)")
+        if self.kind not in IN_CHANNELS:
+            raise ValueError(f"unknown pixel kind {self.kind!r} (binary, grey or rgb)")
+        object.__setattr__(self, "image_hw", tuple(self.image_hw))
+
+    @property
+    def total_latent_dim(self) -> int:
+        return self.latent_dim if self.family == "vlae" else self.n_steps * self.step_dim
+
+    @property
+    def dims_per_image(self) -> int:
+        return self.image_hw[0] * self.image_hw[1] * (3 if self.kind == "rgb" else 1)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        return cls(**json.loads(text))
+
+
+class LatentVariableModel(nn.Module):
+    """A VLAE or δ-VAE built from a `ModelConfig`."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = c = config
+        in_ch = IN_CHANNELS[c.kind]
+        d = c.total_latent_dim
+        if c.family == "vlae":
+            self.encoder = ConvEncoder(in_ch, c.image_hw, d, c.channels)
+            self.prior = MadePrior(d, c.made_hidden)
+            self.aux_prior = None
+        else:
+            self.encoder = AntiCausalEncoder(in_ch, c.image_hw, c.n_steps, c.step_dim)
+            self.prior = AR1Prior(c.n_steps, c.step_dim, c.delta_nats)
+            self.aux_prior = MadePrior(d, c.made_hidden)
+        self.to_features = LatentToFeatures(d, c.image_hw, c.channels)
+        self.decoder = PixelDecoder(
+            c.kind, c.image_hw, c.channels, c.kernel_size, c.n_blocks, c.n_mixtures,
+            row_context=c.family == "delta-vae",
+        )  # fmt: skip
+
+    # ----- the coding interface -------------------------------------------------------
+    @property
+    def coding_prior(self) -> nn.Module:
+        """The prior the codec uses: the auxiliary prior for the δ-VAE, else the prior."""
+        return self.aux_prior if self.aux_prior is not None else self.prior
+
+    def posterior(self, x: torch.Tensor) -> Gaussian:
+        """q(z|x) for uint8 images x (N, H, W[, 3])."""
+        return Gaussian(*self.encoder(pixels_to_input(self.config.kind, x)))
+
+    def prior_conditionals(self, z: torch.Tensor) -> Gaussian:
+        return Gaussian(*self.coding_prior.conditionals(z))
+
+    def prior_step(self, z_prefix: torch.Tensor, i: int) -> Gaussian:
+        return Gaussian(*self.coding_prior.step(z_prefix, i))
+
+    def likelihood_params(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(x, self.to_features(z))
+
+    def pixel_stepper(self, z: torch.Tensor):
+        return self.decoder.stepper(self.to_features(z))
+
+    # ----- objectives -----------------------------------------------------------------
+    def elbo_terms(self, x: torch.Tensor, prior: str = "coding") -> ElboTerms:
+        """One-sample ELBO terms for uint8 images x.
+
+        Args:
+            prior: ``coding`` (the prior the codec uses) or ``train`` (the δ-VAE's AR(1)
+                prior, whose KL is exact and ≥ δ).
+        """
+        q = self.posterior(x)
+        z = q.mean + q.std * torch.randn_like(q.std)
+        recon = -heads.log_prob(self.config.kind, x, self.likelihood_params(x, z), self.config.n_mixtures)
+        p = self.prior if prior == "train" else self.coding_prior
+        if isinstance(p, AR1Prior):
+            kl_dims = p.kl_dims_nats(q.mean, q.std)
+        else:
+            kl_dims = gaussian_log_prob(z, q.mean, q.std) - p.log_prob_dims(z)
+        return ElboTerms(recon, kl_dims.sum(1), kl_dims)
+
+    def loss(self, x: torch.Tensor, objective: str = "elbo", beta: float = 1.0,
+             free_bits_nats: float = 0.0) -> tuple[torch.Tensor, ElboTerms]:
+        """Training loss per dimension (nats/dim) and the ELBO terms.
+
+        Args:
+            objective: ``elbo``; ``beta`` (recon + β·KL); ``free-bits`` (each latent
+                dimension's batch-mean KL clamped below at ``free_bits_nats``).
+        """
+        terms = self.elbo_terms(x, prior="train")
+        if objective == "elbo":
+            per_image = terms.neg_elbo_nats
+        elif objective == "beta":
+            per_image = terms.recon_nats + beta * terms.kl_nats
+        elif objective == "free-bits":
+            kl = terms.kl_dims_nats.mean(0).clamp(min=free_bits_nats).sum()
+            per_image = terms.recon_nats + kl
+        else:
+            raise ValueError(f"unknown objective {objective!r} (elbo, beta or free-bits)")
+        return per_image.mean() / self.config.dims_per_image, terms
+
+
+def nats_to_bpd(nats: float, dims: int) -> float:
+    """Nats per image → bits per dimension."""
+    return nats / (dims * math.log(2))
