@@ -76,7 +76,7 @@ class CodingSettings:
     @property
     def grid(self) -> LatentGrid:
         step = 2.0**self.grid_step_log2
-        return LatentGrid(step, int(round(self.grid_bound / step)))
+        return LatentGrid(step, round(self.grid_bound / step))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -160,13 +160,13 @@ class ImageCodec:
             self._codecs[batch] = BitsBack(a.prior(batch), a.likelihood, a.posterior)
         return self._codecs[batch]
 
-    def _run(self, fn):
-        """Runs ``fn`` under the determinism settings the file records."""
+    def _run(self, fn, *args):
+        """Runs ``fn(*args)`` under the determinism settings the file records."""
         threads = torch.get_num_threads()
         torch.set_num_threads(self.settings.torch_threads)
         try:
             with torch.no_grad():
-                return fn()
+                return fn(*args)
         finally:
             torch.set_num_threads(threads)
 
@@ -178,7 +178,7 @@ class ImageCodec:
             raise ValueError(f"images must be uint8 {self.image_shape}, got {images.dtype} {images.shape[1:]}")
         seed_words = initial_seed_words(self.adapter.latent_dim)
         while True:
-            result = self._run(lambda: self._try_encode(images, seed_words, progress))
+            result = self._run(self._try_encode, images, seed_words, progress)
             if result is not None:
                 return result
             seed_words *= 2
@@ -221,7 +221,7 @@ class ImageCodec:
             ChecksumError: decoded pixels differ from the stored checksum.
         """
         try:
-            images = self._run(lambda: self._decode(chunk, progress))
+            images = self._run(self._decode, chunk, progress)
         except (MessageError, ValueError, OverflowError) as exc:
             if isinstance(exc, ContainerError):
                 raise
