@@ -89,9 +89,10 @@ class RowContext(nn.Module):
     """Full causal past above the current row, and the whole current row to the left.
 
     A gated recurrence runs down the rows: h_0 = 0, h_{i+1} = g ⊙ h_i + (1 − g) ⊙ tanh(u),
-    where (g, u) come from a width-3 convolution over [h_i, embed(row i), mean over the
-    width of h_i] — the mean makes every column of every earlier row reachable. A causal
-    convolution over the current row reaches all pixels to the left.
+    where (g, u) come from a width-3 convolution over [h_i, e_i = embed(row i), mean over
+    the width of h_i + e_i] — the mean makes every column of every earlier row reachable,
+    the row just above included (pooling h_i alone would leave row i's far columns out of
+    h_{i+1}). A causal convolution over the current row reaches all pixels to the left.
     """
 
     def __init__(self, in_ch: int, hidden: int, out_ch: int, width: int):
@@ -104,8 +105,9 @@ class RowContext(nn.Module):
 
     def next_state(self, h: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
         """h: (B, hidden, W) state for row i; row: (B, C_in, W) pixels of row i → state i+1."""
-        pooled = h.mean(dim=2, keepdim=True).expand_as(h)
-        gate, cand = self.update(torch.cat([h, self.embed(row), pooled], 1)).chunk(2, 1)
+        embedded = self.embed(row)
+        pooled = (h + embedded).mean(dim=2, keepdim=True).expand_as(h)
+        gate, cand = self.update(torch.cat([h, embedded, pooled], 1)).chunk(2, 1)
         gate = torch.sigmoid(gate)
         return gate * h + (1.0 - gate) * torch.tanh(cand)
 

@@ -108,7 +108,12 @@ class MadePrior(nn.Module):
 
 
 def committed_rate_nats(alpha: torch.Tensor | float, n_steps: int) -> float:
-    """δ = ½ Σ_k [(n − 2) ln(1 + α_k²) − ln(1 − α_k²)] in nats, for α per dimension."""
+    """δ = ½ Σ_k [(n − 2) ln(1 + α_k²) − ln(1 − α_k²)] in nats, for α per dimension.
+
+    The bound needs n ≥ 2: with one step the prior is N(0, I) and KL(q‖p) can be 0.
+    """
+    if n_steps < 2:
+        raise ValueError(f"a committed rate needs at least 2 latent steps, got {n_steps}")
     a2 = torch.as_tensor(alpha, dtype=torch.float64) ** 2
     return float(0.5 * ((n_steps - 2) * torch.log1p(a2) - torch.log1p(-a2)).sum())
 
@@ -142,6 +147,12 @@ class AR1Prior(nn.Module):
         alpha = alpha_for_delta(delta_nats, n_steps, step_dim)
         self.register_buffer("alpha", torch.full((step_dim,), alpha))
         self.delta_nats = committed_rate_nats(self.alpha, n_steps)
+        if not abs(self.delta_nats - delta_nats) <= 0.01 * delta_nats:  # also catches inf
+            raise ValueError(
+                f"δ = {delta_nats} nats over {step_dim} dims × {n_steps} steps needs α so close "
+                f"to 1 that float32 cannot hold it (α → {float(self.alpha[0])}); use a smaller δ "
+                "or more latent dimensions"
+            )
 
     def conditionals(self, z: torch.Tensor):
         zs = z.view(-1, self.n_steps, self.step_dim)
