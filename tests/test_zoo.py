@@ -1,0 +1,193 @@
+"""The model zoo: registry, sha256-checked loading by name, loading by path, registration."""
+
+from __future__ import annotations
+
+import doctest
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from bbcodec.models.vae import LatentVariableModel, ModelConfig
+from bbcodec.models.weights import WeightsError, save_weights, sha256_file
+
+from bbcodec import zoo
+from bbcodec.zoo import ModelInfo, list_models, load_model, register_model
+
+TINY = ModelConfig(
+    "vlae", "binary", (8, 8), latent_dim=4, channels=8, n_blocks=1, made_hidden=16, kernel_size=3
+)
+
+
+@pytest.fixture(autouse=True)
+def _light(monkeypatch):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    monkeypatch.delenv(zoo.WEIGHTS_DIR_ENV, raising=False)
+
+
+@pytest.fixture
+def weights_file(tmp_path) -> Path:
+    path = tmp_path / "run" / "model.safetensors"
+    path.parent.mkdir()
+    save_weights(LatentVariableModel(TINY), path)
+    return path
+
+
+def _register(weights_file: Path, folder: Path, name: str = "tiny") -> ModelInfo:
+    return register_model(
+        name, weights_file, dataset="random 8x8", test_neg_elbo_bpd=1.05, test_neg_elbo_nats=46.5,
+        details={"recipe": "none"}, weights_dir=folder,
+    )  # fmt: skip
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_empty_zoo_lists_nothing(tmp_path):
+    assert list_models(weights_dir=tmp_path) == []
+    assert list_models(weights_dir=tmp_path / "does-not-exist") == []
+
+
+def test_the_shipped_registry_is_readable():
+    for info in list_models():  # whatever is shipped: typed entries whose files exist
+        assert isinstance(info, ModelInfo) and info.path.is_file() and info.card_path.is_file()
+
+
+def test_register_then_list_and_load_by_name(tmp_path, weights_file):
+    folder = tmp_path / "zoo"
+    info = _register(weights_file, folder)
+    assert info == list_models(weights_dir=folder)[0]
+    assert (info.name, info.file, info.card, info.family) == (
+        "tiny",
+        "tiny.safetensors",
+        "tiny.md",
+        "vlae",
+    )
+    assert info.sha256 == sha256_file(folder / "tiny.safetensors")
+    assert info.n_params == sum(p.numel() for p in LatentVariableModel(TINY).parameters())
+    entry = json.loads((folder / "registry.json").read_text())["tiny"]
+    assert {
+        "file",
+        "sha256",
+        "dataset",
+        "test_neg_elbo_bpd",
+        "test_neg_elbo_nats",
+        "card",
+    } <= entry.keys()
+    card = info.card_path.read_text()
+    assert info.sha256 in card and "46.50 nats" in card and "random 8x8" in card
+    model = load_model("tiny", weights_dir=folder)
+    assert not model.training and model.config == TINY
+    assert _same_weights(model, load_model(weights_file))
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "registry.json",
+        "tiny.md",
+        "tiny.safetensors",
+    ]
+
+
+def test_register_updates_an_entry_and_keeps_the_others(tmp_path, weights_file):
+    folder = tmp_path / "zoo"
+    _register(weights_file, folder, "a")
+    _register(weights_file, folder, "b")
+    updated = register_model("a", weights_file, dataset="other", test_neg_elbo_bpd=0.5,
+                             test_neg_elbo_nats=22.0, weights_dir=folder)  # fmt: skip
+    assert [m.name for m in list_models(weights_dir=folder)] == ["a", "b"]
+    assert updated.dataset == "other" and list_models(weights_dir=folder)[0] == updated
+
+
+def test_environment_variable_moves_the_registry(tmp_path, weights_file, monkeypatch):
+    folder = tmp_path / "zoo"
+    _register(weights_file, folder)
+    monkeypatch.setenv(zoo.WEIGHTS_DIR_ENV, str(folder))
+    assert [m.name for m in list_models()] == ["tiny"]
+    assert load_model("tiny").config == TINY
+
+
+def test_load_by_path_and_by_run_folder(weights_file):
+    assert load_model(weights_file).config == TINY
+    assert load_model(weights_file.parent).config == TINY
+
+
+def test_tampered_weights_are_refused_by_name(tmp_path, weights_file):
+    folder = tmp_path / "zoo"
+    info = _register(weights_file, folder)
+    data = bytearray(info.path.read_bytes())
+    data[-1] ^= 0x01  # one flipped bit in the last tensor's bytes: still a loadable file
+    info.path.write_bytes(bytes(data))
+    assert load_model(info.path).config == TINY  # by path there is no recorded hash to check
+    with pytest.raises(WeightsError, match="sha256"):
+        load_model("tiny", weights_dir=folder)
+
+
+def test_missing_registered_file_is_a_clear_error(tmp_path, weights_file):
+    folder = tmp_path / "zoo"
+    _register(weights_file, folder).path.unlink()
+    with pytest.raises(WeightsError, match="registered but its weights"):
+        load_model("tiny", weights_dir=folder)
+
+
+def test_unknown_model_names_the_known_ones(tmp_path, weights_file):
+    folder = tmp_path / "zoo"
+    _register(weights_file, folder, "alpha")
+    _register(weights_file, folder, "beta")
+    with pytest.raises(WeightsError, match=r"known models: alpha, beta"):
+        load_model("gamma", weights_dir=folder)
+    with pytest.raises(WeightsError, match="none shipped yet"):
+        load_model("gamma", weights_dir=tmp_path / "empty")
+
+
+def test_a_file_that_is_not_weights_is_refused(tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    with pytest.raises(WeightsError, match="not a usable"):
+        load_model(junk)
+    with pytest.raises(WeightsError):
+        register_model(
+            "junk",
+            junk,
+            dataset="-",
+            test_neg_elbo_bpd=1,
+            test_neg_elbo_nats=1,
+            weights_dir=tmp_path,
+        )
+    assert list_models(weights_dir=tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["", "../evil", "a/b", "Upper", "-x", ".hidden"])
+def test_bad_names_are_refused(tmp_path, weights_file, name):
+    with pytest.raises(ValueError, match="model name"):
+        _register(weights_file, tmp_path / "zoo", name)
+
+
+def _entry(**changes) -> str:
+    entry = {"file": "x.safetensors", "sha256": "0", "dataset": "d", "test_neg_elbo_bpd": 1,
+             "test_neg_elbo_nats": 1, "card": "x.md", **changes}  # fmt: skip
+    return json.dumps({"x": entry})
+
+
+@pytest.mark.parametrize(
+    "registry, message",
+    [
+        ("{not json", "unreadable"),
+        ("[1, 2]", "must map names"),
+        ('{"x": {"file": "x.safetensors"}}', "lacks sha256"),
+        (_entry(file="../x.safetensors"), "plain file name"),
+        (_entry(card="/etc/x.md"), "plain file name"),
+        (_entry(test_neg_elbo_bpd="fast"), "malformed"),
+    ],
+)
+def test_malformed_registries_are_clear_errors(tmp_path, weights_file, registry, message):
+    (tmp_path / "registry.json").write_text(registry)
+    with pytest.raises(WeightsError, match=message):
+        list_models(weights_dir=tmp_path)
+    with pytest.raises(WeightsError, match=message):
+        load_model("x", weights_dir=tmp_path)
+    assert load_model(weights_file, weights_dir=tmp_path).config == TINY  # paths still load
+
+
+def test_docstring_examples():
+    assert doctest.testmod(zoo, optionflags=doctest.ELLIPSIS).failed == 0
