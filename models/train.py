@@ -137,7 +137,7 @@ def train(
         state["step"] += 1
         state["images"] += len(idx)
         state["seconds"] += time.time() - t0
-        running.append((float(loss) / math.log(2), float(terms.kl_nats.mean())))
+        running.append((loss.detach().item() / math.log(2), terms.kl_nats.detach().mean().item()))
         bar.n = int(1000 * min(progress(), 1.0))
         bar.set_postfix(loss_bpd=f"{running[-1][0]:.4f}")
         if state["step"] % log_every == 0:
