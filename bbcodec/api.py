@@ -1,0 +1,242 @@
+"""Public Python API: compress numpy images to ``.bbc`` bytes and back.
+
+Example:
+    >>> import numpy as np, bbcodec
+    >>> digits = bbcodec.example_images()                           # doctest: +SKIP
+    >>> data = bbcodec.compress(digits, model="vlae-bmnist")          # doctest: +SKIP
+    >>> np.array_equal(bbcodec.decompress(data), digits)             # doctest: +SKIP
+    True
+
+A file names its model (registered name) and carries a fingerprint of the weights; decoding
+with other weights is a clear `DecodeError`, never wrong pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+import torch
+
+from bbcodec.coding import SEED_GENERATOR
+from bbcodec.container import ContainerReader, ContainerWriter, Header, SeedPolicy
+from bbcodec.image_codec import CodingSettings, DecodeError, ImageCodec, split_chunks
+from bbcodec.zoo import list_models, load_model
+
+__all__ = [
+    "CompressReport",
+    "ImageKindError",
+    "compress",
+    "compress_to",
+    "decompress",
+    "decompress_from",
+    "default_model_for",
+    "load_model",
+    "weights_fingerprint",
+]
+
+#: The model chosen for each image kind and shape when none is given.
+DEFAULT_MODELS = {
+    ("binary", (28, 28)): "vlae-bmnist",
+    ("grey", (28, 28)): "vlae-mnist",
+}
+
+
+class ImageKindError(ValueError):
+    """Images the chosen model cannot code (shape, kind or dtype), with what would work."""
+
+
+@dataclass(frozen=True)
+class CompressReport:
+    """What a compression cost.
+
+    Attributes:
+        n_images: images coded.
+        dims_per_image: sub-pixels per image.
+        file_bits: every bit of the output, header, seed and trailers included.
+        information_bits: information content of the coded symbols (net of bits back).
+        net_bits: stack growth over the seeds, summed over chunks.
+        initial_bits: seed bits, summed over chunks.
+        chunk_batch_sizes: batch schedule of each chunk.
+    """
+
+    n_images: int
+    dims_per_image: int
+    file_bits: int
+    information_bits: float
+    net_bits: int
+    initial_bits: int
+    chunk_batch_sizes: tuple[tuple[int, ...], ...]
+
+    @property
+    def achieved_bpd(self) -> float:
+        """File bits per sub-pixel: the rate a user gets."""
+        return self.file_bits / (self.n_images * self.dims_per_image)
+
+
+def weights_fingerprint(model) -> bytes:
+    """sha256 over the model's config and every tensor (name, dtype, shape, bytes), sorted."""
+    digest = hashlib.sha256(model.config.to_json().encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return digest.digest()
+
+
+def _image_kind(images: np.ndarray) -> str:
+    if images.ndim == 4 and images.shape[-1] == 3:
+        return "rgb"
+    return "binary" if images.size and images.max() <= 1 else "grey"
+
+
+def _as_batch(images) -> np.ndarray:
+    """Accepts (N, H, W[, 3]) arrays, one (H, W[, 3]) image or a sequence of same-shape images."""
+    if isinstance(images, np.ndarray):
+        arr = images
+    else:
+        try:
+            arr = np.stack([np.asarray(im) for im in images])
+        except ValueError as exc:
+            raise ImageKindError(f"images must all have the same shape: {exc}") from None
+    if arr.dtype != np.uint8:
+        raise ImageKindError(f"images must be uint8, got {arr.dtype}")
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3):  # one image
+        arr = arr[None]
+    if arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[-1] != 3):
+        raise ImageKindError(f"images must be (N, H, W) or (N, H, W, 3), got shape {arr.shape}")
+    if len(arr) == 0:
+        raise ImageKindError("no images to compress")
+    return np.ascontiguousarray(arr)
+
+
+def default_model_for(images: np.ndarray) -> str:
+    """The shipped model for these images' kind and shape, or an `ImageKindError`."""
+    key = (_image_kind(images), tuple(images.shape[1:3]))
+    if key not in DEFAULT_MODELS:
+        known = "; ".join(f"{k} {h}x{w} → {name}" for (k, (h, w)), name in DEFAULT_MODELS.items())
+        raise ImageKindError(
+            f"no shipped model for {key[0]} images of {key[1][0]}x{key[1][1]} (models: {known})"
+        )
+    return DEFAULT_MODELS[key]
+
+
+def _check_images(model, images: np.ndarray, model_id: str) -> None:
+    config = model.config
+    expected = tuple(config.image_hw) + ((3,) if config.kind == "rgb" else ())
+    if images.shape[1:] != expected:
+        raise ImageKindError(
+            f"model {model_id} codes {config.kind} images of shape {expected}, got {images.shape[1:]}"
+        )
+    if config.kind == "binary" and images.max() > 1:
+        raise ImageKindError(f"model {model_id} codes binary images (0/1), got values up to {images.max()}")
+
+
+def _resolve(model, images: np.ndarray) -> tuple[object, str]:
+    """(model object, model id for the header: the registered name, else "custom")."""
+    if model is None or model == "auto":
+        model = default_model_for(images)
+    if not isinstance(model, str):
+        return model, "custom"
+    registered = {info.name for info in list_models()}
+    return load_model(model), model if model in registered else "custom"
+
+
+def compress_to(
+    out: BinaryIO,
+    images,
+    model="auto",
+    settings: CodingSettings | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> CompressReport:
+    """Compress images into a ``.bbc`` stream written to ``out``, chunk by chunk.
+
+    Args:
+        out: binary file object (written sequentially).
+        images: (N, H, W[, 3]) uint8 array, one image, or a sequence of same-shape images.
+        model: a registered name, a weights path, a `LatentVariableModel`, or ``"auto"``
+            (chosen by the images' kind and shape).
+        settings: coding settings (defaults: `CodingSettings()` with this process's torch
+            thread count).
+        progress: called with the number of images finished, as they finish.
+
+    Raises:
+        ImageKindError: images the model cannot code.
+    """
+    batch = _as_batch(images)
+    model_obj, model_id = _resolve(model, batch)
+    _check_images(model_obj, batch, model_id)
+    settings = settings or CodingSettings(torch_threads=torch.get_num_threads())
+    codec = ImageCodec(model_obj, settings)
+    header = Header(
+        model_id=model_id, weights_sha256=weights_fingerprint(model_obj), settings=settings.to_dict(),
+        # words=0: each chunk sizes its own seed and records it in its trailer.
+        seed=SeedPolicy(SEED_GENERATOR, settings.seed, 0), shapes=(batch.shape[1:],) * len(batch),
+    )  # fmt: skip
+    writer = ContainerWriter(out)
+    writer.write_header(header)
+    info = 0.0
+    net = initial = 0
+    schedules = []
+    for first, count in split_chunks(len(batch), settings.chunk_images):
+        chunk, rate = codec.encode_chunk(batch[first : first + count], progress)
+        writer.write_chunk(type(chunk)(first, count, chunk.words, chunk.pixels_sha256))
+        info, net, initial = info + rate.information_bits, net + rate.net_bits, initial + rate.initial_bits
+        schedules.append(rate.batch_sizes)
+    writer.finalize()
+    file_bytes = writer.bytes_written
+    return CompressReport(len(batch), int(np.prod(batch.shape[1:])), 8 * file_bytes, info, net,
+                          initial, tuple(schedules))  # fmt: skip
+
+
+def compress(images, model="auto", settings: CodingSettings | None = None) -> bytes:
+    """Compress images to ``.bbc`` bytes (see `compress_to`)."""
+    buffer = io.BytesIO()
+    compress_to(buffer, images, model, settings)
+    return buffer.getvalue()
+
+
+def decompress_from(
+    f: BinaryIO, model=None, progress: Callable[[int], None] | None = None
+) -> Iterator[np.ndarray]:
+    """Decode a ``.bbc`` stream chunk by chunk, yielding (count, H, W[, 3]) uint8 arrays.
+
+    Args:
+        f: binary file object.
+        model: the weights to decode with; by default the registered model the file names.
+
+    Raises:
+        ContainerError: malformed file. DecodeError: wrong model, or a stream that does not
+            decode. ChecksumError: pixels that do not match.
+    """
+    reader = ContainerReader(f)
+    header = reader.header
+    if model is None:
+        if header.model_id == "custom":
+            raise DecodeError("this file was made with unregistered weights: pass the model to decode it")
+        model = header.model_id
+    model_obj = load_model(model) if isinstance(model, str) else model
+    if weights_fingerprint(model_obj) != header.weights_sha256:
+        raise DecodeError(
+            f"this file was made with other weights than the given model ({header.model_id!r} "
+            f"in the file): decode it with the weights that made it"
+        )
+    settings = CodingSettings.from_dict(dict(header.settings))
+    if settings.device.startswith("cuda") and not torch.cuda.is_available():
+        raise DecodeError(f"this file was encoded on {settings.device}; decoding needs that device")
+    codec = ImageCodec(model_obj, settings)
+    for chunk in reader:
+        shapes = {tuple(s) for s in header.shapes[chunk.first : chunk.stop]}
+        if shapes != {codec.image_shape}:
+            raise DecodeError(f"file images have shapes {sorted(shapes)}; the model codes {codec.image_shape}")
+        yield codec.decode_chunk(chunk, progress)
+
+
+def decompress(data: bytes, model=None) -> np.ndarray | list[np.ndarray]:
+    """Decode ``.bbc`` bytes to (N, H, W[, 3]) uint8 images (a list where shapes differ)."""
+    parts: Sequence[np.ndarray] = list(decompress_from(io.BytesIO(data), model))
+    return np.concatenate(parts) if parts else np.empty((0,), np.uint8)
