@@ -62,6 +62,7 @@ class CompressReport:
         net_bits: stack growth over the seeds, summed over chunks.
         initial_bits: seed bits, summed over chunks.
         chunk_batch_sizes: batch schedule of each chunk.
+        chunk_stack_bits: bits on each chunk's stack (seed included) after each batch.
     """
 
     n_images: int
@@ -71,6 +72,7 @@ class CompressReport:
     net_bits: int
     initial_bits: int
     chunk_batch_sizes: tuple[tuple[int, ...], ...]
+    chunk_stack_bits: tuple[tuple[int, ...], ...] = ()
 
     @property
     def achieved_bpd(self) -> float:
@@ -181,16 +183,17 @@ def compress_to(
     writer.write_header(header)
     info = 0.0
     net = initial = 0
-    schedules = []
+    schedules, stacks = [], []
     for first, count in split_chunks(len(batch), settings.chunk_images):
         chunk, rate = codec.encode_chunk(batch[first : first + count], progress)
         writer.write_chunk(type(chunk)(first, count, chunk.words, chunk.pixels_sha256))
         info, net, initial = info + rate.information_bits, net + rate.net_bits, initial + rate.initial_bits
         schedules.append(rate.batch_sizes)
+        stacks.append(rate.stack_bits)
     writer.finalize()
     file_bytes = writer.bytes_written
     return CompressReport(len(batch), int(np.prod(batch.shape[1:])), 8 * file_bytes, info, net,
-                          initial, tuple(schedules))  # fmt: skip
+                          initial, tuple(schedules), chunk_stack_bits=tuple(stacks))  # fmt: skip
 
 
 def compress(images, model="auto", settings: CodingSettings | None = None) -> bytes:

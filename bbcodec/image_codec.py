@@ -107,6 +107,8 @@ class ChunkRate(NamedTuple):
         initial_bits: bits of the seed.
         total_bits: bits of the stream as stored (32 × words).
         batch_sizes: the schedule used.
+        stack_bits: bits on the stack (seed included, trailer not) after each batch, in
+            schedule order: the cumulative cost as the seed amortises.
     """
 
     information_bits: float
@@ -114,6 +116,7 @@ class ChunkRate(NamedTuple):
     initial_bits: int
     total_bits: int
     batch_sizes: tuple[int, ...]
+    stack_bits: tuple[int, ...] = ()
 
 
 def initial_seed_words(latent_dim: int) -> int:
@@ -190,6 +193,7 @@ class ImageCodec:
         message = Message.seeded(self.settings.seed, seed_words)
         message.meter = InformationMeter()
         schedule: list[int] = []
+        stack_bits: list[int] = []
         done, batch = 0, 1
         while done < n:
             batch = min(batch, n - done, self.settings.max_batch)
@@ -201,6 +205,7 @@ class ImageCodec:
                 batch //= 2
                 continue
             schedule.append(batch)
+            stack_bits.append(message.num_bits())
             done += batch
             if progress is not None:
                 progress(batch)
@@ -210,7 +215,8 @@ class ImageCodec:
         words = message.to_words()
         chunk = Chunk(first=0, count=n, words=words, pixels_sha256=pixels_checksum(images))
         rate = ChunkRate(information, message.num_bits() - message.initial_bits,
-                         message.initial_bits, 32 * len(words), tuple(schedule))  # fmt: skip
+                         message.initial_bits, 32 * len(words), tuple(schedule),
+                         stack_bits=tuple(stack_bits))  # fmt: skip
         return chunk, rate
 
     def decode_chunk(self, chunk: Chunk, progress: Callable[[int], None] | None = None) -> np.ndarray:

@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from bbcodec.cli.bench_command import _add_bench
+
 DESCRIPTION = """\
 bbcodec: lossless image compression with bits-back ANS coding, driven by VLAE and
 δ-VAE latent-variable models with autoregressive (PixelCNN) decoders."""
@@ -27,6 +29,7 @@ examples:
   bbcodec eval --model vlae-bmnist --data ../shared/data/binarized_mnist.npz --split test
   bbcodec train --preset vlae-bmnist --data ../shared/data/binarized_mnist.npz --minutes 60
   bbcodec export-model runs/vlae-bmnist --name vlae-bmnist --data ../shared/data/binarized_mnist.npz
+  bbcodec bench --model vlae-bmnist --data ../shared/data/binarized_mnist.npz -n 1000 --json b.json
 
 Run `bbcodec COMMAND --help` for a command's options and an example. Errors print one
 line (`bbcodec: error: ...`) and exit non-zero; --debug shows the traceback."""
@@ -475,8 +478,8 @@ def _export(
 
 # ----- main -----------------------------------------------------------------------------
 
-# compress, decompress and bench join this list when the image codec lands.
-COMMANDS = (_add_models, _add_eval, _add_train, _add_export)
+# compress and decompress join this list when the image codec lands.
+COMMANDS = (_add_models, _add_eval, _add_train, _add_export, _add_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
