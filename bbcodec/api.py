@@ -63,6 +63,9 @@ class CompressReport:
         initial_bits: seed bits, summed over chunks.
         chunk_batch_sizes: batch schedule of each chunk.
         chunk_stack_bits: bits on each chunk's stack (seed included) after each batch.
+        image_information_bits: each image's share of ``information_bits``
+            (−log₂ P(x|z̄) − log₂ P(z̄) + log₂ Q(z̄|x) for the z̄ popped for it), in image
+            order; ``None`` if unavailable.
     """
 
     n_images: int
@@ -73,6 +76,7 @@ class CompressReport:
     initial_bits: int
     chunk_batch_sizes: tuple[tuple[int, ...], ...]
     chunk_stack_bits: tuple[tuple[int, ...], ...] = ()
+    image_information_bits: tuple[float, ...] | None = None
 
     @property
     def achieved_bpd(self) -> float:
@@ -184,16 +188,23 @@ def compress_to(
     info = 0.0
     net = initial = 0
     schedules, stacks = [], []
+    image_bits: list[float] | None = []
     for first, count in split_chunks(len(batch), settings.chunk_images):
         chunk, rate = codec.encode_chunk(batch[first : first + count], progress)
         writer.write_chunk(type(chunk)(first, count, chunk.words, chunk.pixels_sha256))
         info, net, initial = info + rate.information_bits, net + rate.net_bits, initial + rate.initial_bits
         schedules.append(rate.batch_sizes)
         stacks.append(rate.stack_bits)
+        if image_bits is not None and rate.image_information_bits is not None:
+            image_bits.extend(rate.image_information_bits)
+        else:
+            image_bits = None
     writer.finalize()
     file_bytes = writer.bytes_written
+    per_image = None if image_bits is None else tuple(image_bits)
     return CompressReport(len(batch), int(np.prod(batch.shape[1:])), 8 * file_bytes, info, net,
-                          initial, tuple(schedules), chunk_stack_bits=tuple(stacks))  # fmt: skip
+                          initial, tuple(schedules), chunk_stack_bits=tuple(stacks),
+                          image_information_bits=per_image)  # fmt: skip
 
 
 def compress(images, model="auto", settings: CodingSettings | None = None) -> bytes:

@@ -18,6 +18,11 @@ of seed words and the batch schedule; the decoder pops them first, decodes the b
 reverse order and then demands that the stack left over is exactly the seed (the free
 integrity check) and that the pixels match the chunk's sha256. Any mismatch is a
 `DecodeError` — never wrong pixels.
+
+**Per-image rate.** Images in a batch share one stack, so the bits an image "costs" are
+its information content: −log₂ P(x|z̄) − log₂ P(z̄) + log₂ Q(z̄|x) under the coder's own
+fixed-point probabilities, for the z̄ actually popped (`ChunkRate.image_information_bits`).
+They sum to the chunk's ``information_bits``.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from bbcodec.coding import (
     Seed,
     Uniform,
 )
+from bbcodec.coding.quantization import PROBABILITY_BITS
 from bbcodec.container import ChecksumError, Chunk, ContainerError, pixels_checksum
 
 MAX_SEED_WORDS = 1 << 16
@@ -109,6 +115,8 @@ class ChunkRate(NamedTuple):
         batch_sizes: the schedule used.
         stack_bits: bits on the stack (seed included, trailer not) after each batch, in
             schedule order: the cumulative cost as the seed amortises.
+        image_information_bits: each image's share of ``information_bits`` (see the module
+            docstring), in image order; ``None`` if the codecs' layout did not allow the split.
     """
 
     information_bits: float
@@ -117,6 +125,54 @@ class ChunkRate(NamedTuple):
     total_bits: int
     batch_sizes: tuple[int, ...]
     stack_bits: tuple[int, ...] = ()
+    image_information_bits: tuple[float, ...] | None = None
+
+
+def _symbol_bits(leaf, symbols: np.ndarray) -> np.ndarray:
+    """Information content (bits, float64) of each symbol under ``leaf``."""
+    numerators = leaf.fixed_point_probabilities(symbols)
+    return PROBABILITY_BITS - np.log2(numerators.astype(np.float64))
+
+
+class _PerImageMeter(InformationMeter):
+    """An `InformationMeter` that also splits the information content by image.
+
+    It relies on how `BitsBack` over `ModelAdapter` codes a batch of B images on the
+    encoder side: the only pop is the posterior's (B, D) latents (image-major); every push
+    is an `AutoRegressive`'s rows, step-major ((steps · B, ...)). A layout that does not fit
+    turns the split off (``image_bits = None``) instead of failing the encode.
+
+    Args:
+        n_images: images in the chunk.
+    """
+
+    def __init__(self, n_images: int):
+        super().__init__()
+        self.image_bits: np.ndarray | None = np.zeros(n_images)
+        self.first, self.batch = 0, 1
+
+    def _split(self, bits: np.ndarray, image_major: bool) -> None:
+        if self.image_bits is None:
+            return
+        b = self.batch
+        if bits.ndim == 0 or (bits.shape[0] != b if image_major else bits.shape[0] % b):
+            self.image_bits = None
+            return
+        if image_major:  # (B, ...)
+            per_image = bits.reshape(b, -1).sum(1)
+        else:  # (steps · B, ...)
+            per_image = bits.reshape(bits.shape[0] // b, b, -1).sum((0, 2))
+        self.image_bits[self.first : self.first + b] += per_image
+
+    def record_push(self, leaf, symbols: np.ndarray) -> None:
+        bits = _symbol_bits(leaf, symbols)
+        self.pushed_bits += float(np.sum(bits))
+        self._split(bits, image_major=False)
+
+    def record_pop(self, leaf, symbols: np.ndarray) -> None:
+        bits = _symbol_bits(leaf, symbols)
+        self.popped_bits += float(np.sum(bits))
+        self._split(-bits, image_major=True)
 
 
 def initial_seed_words(latent_dim: int) -> int:
@@ -191,12 +247,13 @@ class ImageCodec:
     def _try_encode(self, images, seed_words, progress):
         n = len(images)
         message = Message.seeded(self.settings.seed, seed_words)
-        message.meter = InformationMeter()
+        message.meter = meter = _PerImageMeter(n)
         schedule: list[int] = []
         stack_bits: list[int] = []
         done, batch = 0, 1
         while done < n:
             batch = min(batch, n - done, self.settings.max_batch)
+            meter.first, meter.batch = done, batch
             try:
                 self._bits_back(batch).push(message, images[done : done + batch])
             except MessageUnderflowError:
@@ -210,13 +267,16 @@ class ImageCodec:
             if progress is not None:
                 progress(batch)
             batch *= 2
-        information = message.meter.net_bits
+        information = meter.net_bits
+        image_bits = None if meter.image_bits is None else tuple(meter.image_bits.tolist())
+        message.meter = None  # the trailer is not any image's
         _trailer_push(message, seed_words, schedule, self.settings.max_batch)
         words = message.to_words()
         chunk = Chunk(first=0, count=n, words=words, pixels_sha256=pixels_checksum(images))
         rate = ChunkRate(information, message.num_bits() - message.initial_bits,
                          message.initial_bits, 32 * len(words), tuple(schedule),
-                         stack_bits=tuple(stack_bits))  # fmt: skip
+                         stack_bits=tuple(stack_bits),
+                         image_information_bits=image_bits)  # fmt: skip
         return chunk, rate
 
     def decode_chunk(self, chunk: Chunk, progress: Callable[[int], None] | None = None) -> np.ndarray:
