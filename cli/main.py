@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from bbcodec.cli.bench_command import _add_bench
+from bbcodec.cli.codec_commands import _add_compress, _add_decompress
 
 DESCRIPTION = """\
 bbcodec: lossless image compression with bits-back ANS coding, driven by VLAE and
@@ -25,6 +26,8 @@ bbcodec: lossless image compression with bits-back ANS coding, driven by VLAE an
 
 EPILOG = """\
 examples:
+  bbcodec compress digits/ -o digits.bbc -v
+  bbcodec decompress digits.bbc -o digits-out/
   bbcodec models
   bbcodec eval --model vlae-bmnist --data ../shared/data/binarized_mnist.npz --split test
   bbcodec train --preset vlae-bmnist --data ../shared/data/binarized_mnist.npz --minutes 60
@@ -478,8 +481,9 @@ def _export(
 
 # ----- main -----------------------------------------------------------------------------
 
-# compress and decompress join this list when the image codec lands.
-COMMANDS = (_add_models, _add_eval, _add_train, _add_export, _add_bench)
+COMMANDS = (
+    _add_compress, _add_decompress, _add_models, _add_eval, _add_train, _add_export, _add_bench,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -522,7 +526,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("bbcodec: error: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as exc:  # DataError and WeightsError are ValueErrors
+    # ValueError covers DataError, WeightsError, ImageKindError and ContainerError (with
+    # its DecodeError and ChecksumError): importing them here would import torch.
+    except (ValueError, OSError) as exc:
         if args.debug:
             raise
         print(f"bbcodec: error: {_one_line(exc)}", file=sys.stderr)

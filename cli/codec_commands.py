@@ -1,0 +1,531 @@
+"""`bbcodec compress` and `bbcodec decompress`: image files ⇄ ``.bbc`` files.
+
+The commands follow `bbcodec.cli.main`'s conventions (``_add_<cmd>`` / ``_cmd_<cmd>`` pairs,
+one-line errors, torch imported only when a command runs) and add the file discipline a
+codec owes its user:
+
+- **Nothing is overwritten** without ``--force``; that is checked before any work.
+- **Nothing partial is left behind.** Output goes to a hidden temporary file or folder
+  beside the output (``.NAME.*.part``) and is renamed into place only when everything was
+  written (and, for ``decompress``, every chunk verified); any error or Ctrl-C removes it.
+- ``--force`` replaces a folder only if it holds nothing but decompressed images
+  (``NNNNNN.png``), so a typo cannot wipe out a folder of other files.
+
+Decompressed images are written so that compressing them again gives the same pixels:
+binary models' images as 1-bit PNGs (which `bbcodec.models.data.load_images` reads back as
+0/1), grey ones as 8-bit grey PNGs, RGB ones as 8-bit RGB PNGs; or all of them as one
+``.npy`` array.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+#: File names of decompressed images inside an output folder.
+_IMAGE_NAME = re.compile(r"^\d{6,}\.png$")
+#: .npz keys `load_images` understands (one array of them is picked by --split).
+_SPLIT_KEYS = ("train", "valid", "test", "x_train", "x_valid", "x_test")
+#: The largest batch a file can record (`CodingSettings.from_dict` checks it on decode).
+_MAX_BATCH = 1 << 16
+#: `CodingSettings` defaults, repeated so that `--help` needs no torch (a test compares).
+DEFAULT_MAX_BATCH = 256
+DEFAULT_CHUNK_IMAGES = 4096
+
+COMPRESS_DESCRIPTION = """\
+Compress images into one .bbc file with bits-back ANS coding.
+
+INPUT: PNG files, folders of PNGs, .npy uint8 arrays ((N, H, W) or (N, H, W, 3)), or .npz
+files (also MNIST IDX files/folders and CIFAR-10 batches, as `bbcodec eval --data` reads).
+An .npz holding train/valid/test or x_train/x_valid/x_test arrays gives the --split array
+(default test); any other .npz must hold exactly one array, which is used. All images are
+concatenated in argument order and must share one shape.
+
+The model defaults by image kind and size ({defaults}) and is named in the file, with a
+fingerprint of its weights. A model given as a weights path is recorded as "custom":
+decompress needs the same --model PATH.
+
+The summary puts the rates side by side, in bits/dim and bits: the file size (every byte:
+header, seeds, chunk framing, ANS overhead), the information content of what was coded
+(−log2 P(x|z̄) − log2 P(z̄) + log2 Q(z̄|x) summed over images, net of the bits got back),
+the initial bits (seeds), and the model's −ELBO on the same images (an estimate: one
+z-sample per image, drawn with --seed).
+
+-v adds one line per image: the model's bits (its −ELBO estimate for the image), the bits
+written for it, and the difference. Images of a batch share one ANS stack, so "written"
+is the image's information content as coded (the formula above, for the z̄ the coder
+popped for it); these sum to the information line. The file additionally holds the
+header, the seeds and the ANS overhead."""
+
+DECOMPRESS_DESCRIPTION = """\
+Decompress a .bbc file. OUT ending in .npy gets one uint8 array ((N, H, W) or
+(N, H, W, 3)); any other OUT becomes a folder of PNGs, 000000.png, 000001.png, … in file
+order: binary images as 1-bit PNGs (pixel values 0/1), grey as 8-bit grey, RGB as 8-bit
+RGB — `bbcodec compress` reads them back to the same pixels.
+
+Every chunk is verified (the ANS stack must return exactly to its seed and the pixels must
+match their sha256); a damaged file, or one made with other weights, is an error and
+nothing is written. Decoding runs on the device and with the torch thread count the file
+records (see `--device`)."""
+
+
+def _compress_description() -> str:
+    """The description with the default models (called only for --help: imports torch)."""
+    from bbcodec.api import DEFAULT_MODELS
+
+    defaults = ", ".join(
+        f"{kind} {h}x{w} → {name}" for (kind, (h, w)), name in DEFAULT_MODELS.items()
+    )
+    return COMPRESS_DESCRIPTION.format(defaults=defaults)
+
+
+def _helpers():
+    """`bbcodec.cli.main`'s shared helpers (imported late: main imports this module)."""
+    from bbcodec.cli import main
+
+    return main
+
+
+def _batch_limit(text: str) -> int:
+    value = _helpers()._positive_int(text)
+    if value > _MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"expected at most {_MAX_BATCH}, got {text!r}")
+    return value
+
+
+# ----- compress -------------------------------------------------------------------------
+
+
+def _add_compress(subparsers, common) -> None:
+    m = _helpers()
+    p = m._sub(
+        subparsers, "compress", "compress images (PNGs, .npy, .npz) into a .bbc file",
+        _compress_description, "bbcodec compress digits/ more.npy -o digits.bbc -v", [common],
+    )  # fmt: skip
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="PNG files or folders, .npy, .npz")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.bbc", help="the file to write")
+    p.add_argument(
+        "--model", metavar="NAME|PATH",
+        help="a shipped model name (see `bbcodec models`) or a weights file/run folder "
+        "(default: the shipped model for the images' kind and size)",
+    )  # fmt: skip
+    p.add_argument(
+        "--split", choices=("train", "valid", "test"), default="test",
+        help="split of inputs that hold several (.npz, MNIST, CIFAR; default test)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-batch", type=_batch_limit, default=DEFAULT_MAX_BATCH, metavar="N",
+        help=f"most images coded side by side (default {DEFAULT_MAX_BATCH}; batches grow "
+        "from 1 with the bits already on the stack)",
+    )  # fmt: skip
+    p.add_argument(
+        "--chunk-images", type=m._positive_int, default=DEFAULT_CHUNK_IMAGES, metavar="N",
+        help=f"images per independently decodable chunk (default {DEFAULT_CHUNK_IMAGES})",
+    )  # fmt: skip
+    p.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="per image: model bits (−ELBO estimate), bits written, difference",
+    )  # fmt: skip
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.set_defaults(func=_cmd_compress)
+
+
+def _cmd_compress(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    _check_new_output(out, args.force, folder_ok=False)
+    m = _helpers()
+    m._setup_torch(args)
+    import torch
+
+    from bbcodec.api import ImageKindError, compress_to, default_model_for
+    from bbcodec.image_codec import CodingSettings
+    from bbcodec.zoo import list_models, load_model
+
+    images, labels = _load_inputs(args.inputs, args.split)
+    model_name = args.model
+    if model_name is None:
+        try:
+            model_name = default_model_for(images)
+        except ImageKindError as exc:
+            raise ImageKindError(f"{exc}; or pass --model NAME|PATH") from exc
+    settings = CodingSettings(
+        max_batch=args.max_batch, chunk_images=args.chunk_images, seed=args.seed,
+        device=args.device, torch_threads=torch.get_num_threads(),
+    )  # fmt: skip
+    with (
+        _atomic_file(out) as f,
+        _progress(len(images), "compress", args.quiet) as bar,
+    ):
+        report = compress_to(f, images, model_name, settings, progress=bar.update)
+        model = load_model(model_name, device=args.device)
+        elbo_bits = _neg_elbo_bits(model, images, args.device, args.seed)
+    if args.verbose:
+        _print_per_image(labels, elbo_bits, report.image_information_bits)
+    registered = model_name in {info.name for info in list_models()}
+    _print_compress_summary(out, report, images, model.config, model_name, registered, elbo_bits)
+    return 0
+
+
+def _load_inputs(paths: list[str], split: str):
+    """All inputs' images concatenated, and one label per image (``path`` or ``path[i]``)."""
+    import numpy as np
+
+    from bbcodec.api import ImageKindError
+
+    parts, labels = [], []
+    for path in paths:
+        images = _load_input(Path(path), split)
+        if parts and images.shape[1:] != parts[0].shape[1:]:
+            raise ImageKindError(
+                f"{path}: images of shape {images.shape[1:]} differ from {paths[0]}'s "
+                f"{parts[0].shape[1:]}; one file holds images of one shape"
+            )
+        parts.append(images)
+        single = len(images) == 1 and Path(path).is_file()
+        labels += [path] if single else [f"{path}[{i}]" for i in range(len(images))]
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts)), labels
+
+
+def _load_input(path: Path, split: str):
+    """One INPUT as (N, H, W[, 3]) uint8: an .npz with one array of any name, else
+    `load_images` (PNG files and folders, .npy, split-keyed .npz, IDX, CIFAR batches)."""
+    from bbcodec.models.data import load_images
+
+    single = _single_npz_array(path)
+    return single if single is not None else load_images(path, split)
+
+
+def _single_npz_array(path: Path):
+    """The array of an .npz that holds exactly one, not split-keyed; else None."""
+    import zipfile
+
+    import numpy as np
+    from bbcodec.models.data import DataError
+
+    try:
+        if not path.is_file() or not zipfile.is_zipfile(path):
+            return None
+        with np.load(path, allow_pickle=False) as npz:
+            keys = list(npz.files)
+            if len(keys) != 1 or keys[0] in _SPLIT_KEYS:
+                if not any(k in _SPLIT_KEYS for k in keys):
+                    found = ", ".join(keys) or "none"
+                    raise DataError(
+                        f"{path}: .npz with {len(keys)} arrays ({found}); expected one array, or "
+                        "train/valid/test or x_train/x_valid/x_test (chosen with --split)"
+                    )
+                return None
+            arr = npz[keys[0]]
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: corrupt or unreadable .npz ({exc})") from exc
+    where = f"{path}[{keys[0]!r}]"
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8)
+    if arr.dtype != np.uint8:
+        raise DataError(f"{where}: dtype {arr.dtype}; expected uint8 pixel values")
+    if not (arr.ndim == 3 or (arr.ndim == 4 and arr.shape[-1] == 3)) or arr.size == 0:
+        raise DataError(f"{where}: shape {arr.shape}; expected (N, H, W) or (N, H, W, 3) images")
+    return np.ascontiguousarray(arr)
+
+
+def _neg_elbo_bits(model, images, device: str, seed: int, batch_size: int = 256):
+    """The model's −ELBO of each image in bits, (N,) float64: one z-sample per image (one
+    parallel pass of the networks per batch, cheap next to coding), seeded."""
+    import numpy as np
+    import torch
+
+    dev = torch.device(device)
+    fork_devices = [dev.index or 0] if dev.type == "cuda" else []
+    out = np.empty(len(images))
+    model.eval()
+    with torch.random.fork_rng(devices=fork_devices), torch.inference_mode():
+        torch.manual_seed(seed)
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[start : start + batch_size]).to(dev)
+            nats = model.elbo_terms(x).neg_elbo_nats.double().cpu().numpy()
+            out[start : start + len(nats)] = nats / math.log(2)
+    return out
+
+
+def _print_compress_summary(out, report, images, config, model_name, registered, elbo_bits):
+    dims = report.n_images * report.dims_per_image
+    size = "×".join(str(d) for d in images.shape[1:3])
+    name = model_name if registered else f"custom weights {model_name} (decompress with --model)"
+    print(f"compressed {report.n_images} {config.kind} {size} images with model {name} → {out}")
+    n_chunks = len(report.chunk_batch_sizes)
+    rows = [
+        ("file (achieved)", report.file_bits,
+         f"{report.file_bits // 8:,} bytes: every byte of the file"),
+        ("information", report.information_bits,
+         "coded content, net of bits back: −log2 P(x|z̄) − log2 P(z̄) + log2 Q(z̄|x)"),
+        ("initial bits", report.initial_bits,
+         f"seeds of {n_chunks} chunk{'s' if n_chunks > 1 else ''}, included in the file"),
+        ("−ELBO (estimate)", float(elbo_bits.sum()), "the model's, one z-sample per image"),
+    ]  # fmt: skip
+    print(f"{'':18}{'bits/dim':>10}{'bits':>14}")
+    for label, bits, note in rows:
+        print(f"{label:18}{bits / dims:10.4f}{bits:14,.0f}   {note}")
+
+
+def _print_per_image(labels, elbo_bits, written_bits) -> None:
+    width = max(len("source"), *(len(s) for s in labels))
+    print(f"{'image':>7}  {'source':{width}}  {'model bits':>11}  {'written bits':>12}  "
+          f"{'difference':>10}")  # fmt: skip
+    for i, (label, model_bits) in enumerate(zip(labels, elbo_bits, strict=True)):
+        if written_bits is None:
+            written, diff = "n/a", "n/a"
+        else:
+            written, diff = f"{written_bits[i]:.1f}", f"{written_bits[i] - model_bits:+.1f}"
+        print(f"{i:7d}  {label:{width}}  {model_bits:11.1f}  {written:>12}  {diff:>10}")
+    print("(model bits: −ELBO estimate, one z-sample; written: the image's information "
+          "content as coded)\n")  # fmt: skip
+
+
+# ----- decompress -----------------------------------------------------------------------
+
+
+def _add_decompress(subparsers, common) -> None:
+    m = _helpers()
+    p = m._sub(
+        subparsers, "decompress", "decompress a .bbc file to a folder of PNGs or a .npy",
+        DECOMPRESS_DESCRIPTION, "bbcodec decompress digits.bbc -o digits/", [],
+    )  # fmt: skip
+    p.add_argument("input", metavar="IN.bbc", help="the file to decompress")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="OUT",
+        help="OUT.npy for one array, anything else for a folder of PNGs",
+    )  # fmt: skip
+    p.add_argument(
+        "--model", metavar="NAME|PATH",
+        help="weights to decode with (default: the shipped model the file names; required "
+        "for files made with custom weights)",
+    )  # fmt: skip
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    group = p.add_argument_group("run options")
+    group.add_argument(
+        "--device", type=m._device, metavar="DEVICE",
+        help="must be the device the file was encoded on (default: that device)",
+    )  # fmt: skip
+    group.add_argument(
+        "--threads", type=m._positive_int, metavar="T",
+        help="torch CPU threads outside the codec (decoding uses the count the file records)",
+    )  # fmt: skip
+    group.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+    p.set_defaults(func=_cmd_decompress)
+
+
+def _cmd_decompress(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    _check_new_output(out, args.force, folder_ok=True)
+    source = Path(args.input)
+    from bbcodec.container import ContainerError
+
+    try:
+        return _decompress(args, source, out)
+    except ContainerError as exc:  # DecodeError, ChecksumError: name the file
+        raise type(exc)(f"{source}: {exc}") from exc
+
+
+def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
+    from bbcodec.container import ContainerReader
+    from bbcodec.image_codec import CodingSettings, DecodeError
+
+    with open(source, "rb") as f:
+        header = ContainerReader(f).header
+    settings = CodingSettings.from_dict(dict(header.settings))
+    if args.device is not None and args.device != settings.device:
+        raise DecodeError(
+            f"the file was encoded on {settings.device}; decode it with --device "
+            f"{settings.device} (decoding on another device is not supported)"
+        )
+    args.device = settings.device
+    _helpers()._setup_torch(args)
+    if args.model is None and header.model_id == "custom":
+        raise DecodeError(
+            "the file was made with custom (unregistered) weights: pass --model PATH with them"
+        )
+    from bbcodec.api import decompress_from
+    from bbcodec.zoo import load_model
+
+    model = load_model(args.model or header.model_id)
+    kind = model.config.kind
+    shapes = sorted(set(header.shapes))
+    if len(shapes) > 1:
+        raise DecodeError(f"the file holds images of several shapes {shapes}; one is supported")
+    shape = shapes[0] if shapes else ((*model.config.image_hw, 3) if kind == "rgb" else
+                                      tuple(model.config.image_hw))  # fmt: skip
+    n = header.image_count
+    with open(source, "rb") as f, _progress(n, "decompress", args.quiet) as bar:
+        chunks = decompress_from(f, model, progress=bar.update)
+        if out.suffix.lower() == ".npy":
+            _write_npy(out, chunks, (n, *shape))
+        else:
+            _write_png_folder(out, chunks, n, kind)
+    what = "one array" if out.suffix.lower() == ".npy" else "PNGs"
+    print(f"decompressed {n} {kind} {'×'.join(map(str, shape[:2]))} images → {out} ({what}); "
+          "every chunk verified (seed restored, pixel sha256 matched)")  # fmt: skip
+    return 0
+
+
+def _write_npy(out: Path, chunks: Iterator, shape: tuple[int, ...]) -> None:
+    """Stream decoded chunks into a memory-mapped .npy beside ``out``, then rename it."""
+    import numpy as np
+
+    with _atomic_file(out) as f:
+        if shape[0] == 0:  # nothing to map
+            np.save(f, np.empty(shape, np.uint8))
+            return
+        f.close()  # the memory map writes the temporary file by its name
+        array = np.lib.format.open_memmap(f.name, mode="w+", dtype=np.uint8, shape=shape)
+        filled = 0
+        for images in chunks:
+            array[filled : filled + len(images)] = images
+            filled += len(images)
+        if filled != shape[0]:
+            raise RuntimeError(f"decoded {filled} images, the header promised {shape[0]}")
+        array.flush()
+        del array
+
+
+def _write_png_folder(out: Path, chunks: Iterator, n: int, kind: str) -> None:
+    """Write decoded chunks as NNNNNN.png into a temporary folder, then rename it to ``out``."""
+    from PIL import Image
+
+    digits = max(6, len(str(max(n - 1, 0))))
+    with _atomic_folder(out) as folder:
+        index = 0
+        for images in chunks:
+            for image in images:
+                pixels = image.astype(bool) if kind == "binary" else image  # → 1-bit PNG
+                Image.fromarray(pixels).save(folder / f"{index:0{digits}d}.png", optimize=False)
+                index += 1
+        if index != n:
+            raise RuntimeError(f"decoded {index} images, the header promised {n}")
+
+
+# ----- files ----------------------------------------------------------------------------
+
+
+def _check_new_output(out: Path, force: bool, folder_ok: bool) -> None:
+    """Refuse, before any work, an output that exists (without ``force``), that ``force``
+    must not replace, or whose folder does not exist."""
+    if not out.parent.resolve().is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such folder for the output", str(out.parent))
+    if not os.path.lexists(out):
+        return
+    if not force:
+        raise FileExistsError(errno.EEXIST, "exists; pass --force to replace it", str(out))
+    if out.is_dir() and not out.is_symlink():
+        if not folder_ok:
+            raise IsADirectoryError(errno.EISDIR, "is a folder; not replacing it", str(out))
+        others = [e.name for e in out.iterdir() if not (_IMAGE_NAME.match(e.name) and e.is_file())]
+        if others:
+            raise FileExistsError(
+                errno.EEXIST,
+                f"folder holds other files than decompressed images (e.g. {others[0]}); "
+                "not replacing it, even with --force",
+                str(out),
+            )
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Move ``tmp`` to ``out``, replacing whatever is there (a folder too)."""
+    if os.path.lexists(out) and (tmp.is_dir() or (out.is_dir() and not out.is_symlink())):
+        aside = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+        os.replace(out, aside / "old")
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(aside / "old", out)
+            aside.rmdir()
+            raise
+        shutil.rmtree(aside)
+    else:
+        os.replace(tmp, out)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _output_error(exc: OSError, out: Path) -> OSError:
+    """A failure to write ``out`` as a one-line error that names it. Errors that already
+    name a file (a missing input, say) are returned as they are."""
+    if exc.filename is not None:
+        return exc
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OSError(exc.errno, "no space left on the device; nothing was written", str(out))
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return OSError(exc.errno, f"cannot write: {reason}; nothing was written", str(out))
+
+
+def _raise_for_output(exc: OSError, out: Path):
+    error = _output_error(exc, out)
+    if error is exc:
+        raise exc
+    raise error from exc
+
+
+@contextlib.contextmanager
+def _atomic_file(out: Path):
+    """Yields a binary file open on a temporary file beside ``out``; on success it is synced
+    and renamed to ``out``, on any error (Ctrl-C too) removed."""
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        tmp.chmod(0o666 & ~_umask())  # mkstemp's 0600 is for the temporary file only
+        with open(tmp, "wb") as f:
+            yield f
+            if not f.closed:
+                f.flush()
+                os.fsync(f.fileno())
+        _replace(tmp, out)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            _raise_for_output(exc, out)
+        raise
+
+
+@contextlib.contextmanager
+def _atomic_folder(out: Path):
+    """Yields a temporary folder beside ``out``; on success renamed to ``out``, on any
+    error (Ctrl-C too) removed with everything in it."""
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part"))
+    try:
+        tmp.chmod(0o777 & ~_umask())
+        yield tmp
+        _replace(tmp, out)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            _raise_for_output(exc, out)
+        raise
+
+
+@contextlib.contextmanager
+def _progress(total: int, what: str, quiet: bool):
+    """A tqdm bar over images on stderr (off with ``quiet`` or when stderr is no terminal)."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=what, unit="img", file=sys.stderr,
+              disable=True if quiet else None, leave=False) as bar:  # fmt: skip
+        yield bar
