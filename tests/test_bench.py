@@ -1,0 +1,208 @@
+"""Classic baselines (`bbcodec.baselines`) and `bbcodec bench` through `main(argv)`.
+
+Real binarized / 8-bit MNIST test digits are used where ``../shared/data`` exists, synthetic
+digit-like images otherwise; models are tiny and randomly initialised (the codec's rate
+identity holds for any weights).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from bbcodec.cli.main import main
+from bbcodec.models.vae import LatentVariableModel, ModelConfig
+from bbcodec.models.weights import save_weights
+
+import bbcodec.api
+from bbcodec import baselines, zoo
+from bbcodec.baselines import BASELINES, BaselineError, run_baselines
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+TINY_28 = ModelConfig(
+    "vlae", "binary", (28, 28), latent_dim=8, channels=8, n_blocks=1, made_hidden=16, kernel_size=3
+)
+TINY_8 = ModelConfig(
+    "vlae", "binary", (8, 8), latent_dim=4, channels=8, n_blocks=1, made_hidden=16, kernel_size=3
+)
+REQUIRED = {
+    "model", "data", "split", "n_images", "dims_per_image", "neg_elbo_bpd", "achieved_bpd",
+    "net_bpd", "initial_bits", "gap_pct", "encode_img_per_s", "decode_img_per_s",
+    "roundtrip_ok", "baselines", "information_bpd", "file_bytes", "threads", "device",
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _light(monkeypatch, tmp_path):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    monkeypatch.setenv(zoo.WEIGHTS_DIR_ENV, str(tmp_path / "zoo"))  # never touch the real zoo
+    monkeypatch.chdir(tmp_path)
+
+
+def _synthetic_digits(n: int, grey: bool) -> np.ndarray:
+    """Thick random strokes on 28×28, smoothed for grey: digit-like, not noise."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:28, :28]
+    out = np.zeros((n, 28, 28))
+    for i in range(n):
+        for _ in range(3):
+            (y0, x0), (y1, x1) = rng.uniform(6, 22, (2, 2))
+            t = np.linspace(0, 1, 40)[:, None, None]
+            d = np.hypot(yy - (y0 + t * (y1 - y0)), xx - (x0 + t * (x1 - x0))).min(0)
+            out[i] = np.maximum(out[i], np.clip(2.5 - d, 0, 1))
+    return (out * 255).round().astype(np.uint8) if grey else (out > 0.5).astype(np.uint8)
+
+
+def _digits(n: int, grey: bool = False) -> np.ndarray:
+    from bbcodec.models.data import load_images
+
+    path = SHARED / ("mnist" if grey else "binarized_mnist.npz")
+    if path.exists():
+        return load_images(path, "test")[:n]
+    return _synthetic_digits(n, grey)
+
+
+# ----- baselines ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("grey", [False, True], ids=["binary", "grey"])
+def test_baselines_round_trip_with_png_worst_and_jpegxl_best(grey):
+    images = _digits(24, grey)
+    results = run_baselines(images, workers=2, progress=False)
+    assert list(results) == list(BASELINES)
+    for r in results.values():
+        assert r.n_images == 24 and r.dims_per_image == 784 and r.image_bits.shape == (24,)
+        assert (r.image_bits > 0).all() and r.total_bits == int(r.image_bits.sum())
+        assert math.isclose(r.bpd, r.total_bits / (24 * 784)) and r.seconds > 0
+        assert r.settings and json.dumps(r.to_dict())
+    bpd = {name: r.bpd for name, r in results.items()}
+    assert bpd["png"] > bpd["jpegxl"] > 0 and bpd["png"] > bpd["webp"] > 0
+    # the region DESIGN §6 reports on the full test sets (a few digits scatter a little)
+    low, high = (0.4, 2.0) if not grey else (1.5, 3.5)
+    assert all(low < v < high for v in bpd.values()), bpd
+
+
+def test_baselines_on_rgb_and_one_worker():
+    rng = np.random.default_rng(1)
+    smooth = np.cumsum(rng.integers(-3, 4, (3, 16, 16, 3)), axis=2) + 128
+    images = np.clip(smooth, 0, 255).astype(np.uint8)
+    results = run_baselines(images, ("jpegxl", "png"), workers=1, progress=False)
+    assert list(results) == ["jpegxl", "png"]
+    assert all(0 < r.bpd < 12 for r in results.values())
+
+
+def test_baselines_refuse_a_file_that_does_not_decode_back(monkeypatch):
+    encode, decode = baselines._CODECS["png"]
+
+    def flip_a_pixel(data, kind):
+        pixels = decode(data, kind).copy()
+        pixels[0, 0] ^= 1
+        return pixels
+
+    monkeypatch.setitem(baselines._CODECS, "png", (encode, flip_a_pixel))
+    with pytest.raises(BaselineError, match="png"):
+        run_baselines(_digits(2), ("png",), workers=1, progress=False)
+
+
+def test_baselines_reject_bad_input():
+    with pytest.raises(ValueError, match="uint8"):
+        run_baselines(np.zeros((2, 8, 8), np.float32), progress=False)
+    with pytest.raises(ValueError, match="unknown baseline"):
+        run_baselines(np.zeros((2, 8, 8), np.uint8), ("gif",), progress=False)
+
+
+# ----- bbcodec bench --------------------------------------------------------------------
+
+
+def _tiny(tmp_path: Path, config: ModelConfig) -> Path:
+    path = tmp_path / "tiny.safetensors"
+    save_weights(LatentVariableModel(config), path)
+    return path
+
+
+def test_bench_writes_json_with_every_figure_and_a_plot(capsys, tmp_path):
+    model = _tiny(tmp_path, TINY_28)
+    data = tmp_path / "digits.npy"
+    np.save(data, _digits(20))
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--model", str(model), "--data", str(data), "--json", str(out),
+                 "--threads", "1", "--max-batch", "4", "--chunk-images", "12", "-q"])  # fmt: skip
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    r = json.loads(out.read_text())
+    assert REQUIRED <= r.keys()
+    assert (r["model"], r["data"], r["split"]) == (str(model), str(data), "test")
+    assert r["n_images"] == 20 and r["dims_per_image"] == 784
+    assert r["roundtrip_ok"] is True and r["threads"] == 1 and r["device"] == "cpu"
+    assert r["achieved_bpd"] >= r["net_bpd"] > 0
+    assert r["initial_bits"] > 0 and r["file_bytes"] * 8 == round(r["achieved_bpd"] * 20 * 784)
+    assert math.isclose(r["gap_pct"], 100 * (r["achieved_bpd"] / r["neg_elbo_bpd"] - 1))
+    assert r["encode_img_per_s"] > 0 and r["decode_img_per_s"] > 0
+    assert set(r["baselines"]) == {"png", "webp", "jpegxl"}
+    assert all(v > 0 for v in r["baselines"].values())
+    # two chunks (12 + 8 images), batches of at most 4: the curve covers every image
+    assert [sum(s) for s in r["chunk_batch_sizes"]] == [12, 8]
+    assert max(max(s) for s in r["chunk_batch_sizes"]) <= 4
+    curve = r["stack_curve"]
+    assert curve["images"][-1] == 20 and curve["images"] == sorted(curve["images"])
+    assert curve["bits"] == sorted(curve["bits"]) and curve["bits"][-1] <= 8 * r["file_bytes"]
+    # the information content is what the model pays: close to the net stack growth
+    assert abs(r["information_bpd"] - r["net_bpd"]) < 0.02
+    plot = out.with_suffix(".png")  # default: beside the JSON
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "bits/dim" in stdout and "roundtrip  ok" in stdout and "jpegxl" in stdout
+
+
+def test_bench_default_plot_name_and_explicit_plot(capsys, tmp_path):
+    model = _tiny(tmp_path, TINY_8)
+    data = tmp_path / "bits.npy"
+    np.save(data, np.random.default_rng(0).integers(0, 2, (6, 8, 8), dtype=np.uint8))
+    assert main(["bench", "--model", str(model), "--data", str(data), "-q"]) == 0
+    assert (tmp_path / "bench-tiny.png").is_file()
+    plot = tmp_path / "curve.png"
+    assert main(["bench", "--model", str(model), "--data", str(data), "-n", "3", "-q",
+                 "--plot", str(plot)]) == 0  # fmt: skip
+    assert plot.is_file()
+    capsys.readouterr()
+    code = main(["bench", "--model", str(model), "--data", str(data), "--plot", "curve.pdf"])
+    assert code == 1 and "bbcodec: error:" in capsys.readouterr().err
+
+
+def test_bench_roundtrip_failure_exits_non_zero_and_still_writes_json(
+    capsys, tmp_path, monkeypatch
+):
+    model = _tiny(tmp_path, TINY_8)
+    data = tmp_path / "bits.npy"
+    np.save(data, np.random.default_rng(0).integers(0, 2, (6, 8, 8), dtype=np.uint8))
+    real = bbcodec.api.decompress_from
+
+    def corrupting(*args, **kwargs):
+        for images in real(*args, **kwargs):
+            images = images.copy()
+            images[-1, 0, 0] ^= 1
+            yield images
+
+    monkeypatch.setattr(bbcodec.api, "decompress_from", corrupting)
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--model", str(model), "--data", str(data), "--json", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "roundtrip failed" in err and "image 5" in err
+    assert json.loads(out.read_text())["roundtrip_ok"] is False
+
+
+def test_bench_errors_are_one_line(capsys, tmp_path):
+    model = _tiny(tmp_path, TINY_28)
+    data = tmp_path / "bits.npy"
+    np.save(data, np.zeros((3, 8, 8), np.uint8))
+    code = main(["bench", "--model", str(model), "--data", str(data), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("bbcodec: error: ") and len(err.strip().splitlines()) == 1
+    code = main(["bench", "--model", str(model), "--data", str(data), "--json", "no/such/x.json"])
+    assert code == 1 and "no such folder" in capsys.readouterr().err
+    assert main(["bench", "--help"]) == 0 and "example:" in capsys.readouterr().out
