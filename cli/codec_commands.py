@@ -353,6 +353,14 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
             f"the file was encoded on {settings.device}; decode it with --device "
             f"{settings.device} (decoding on another device is not supported)"
         )
+    if settings.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DecodeError(
+                f"the file was encoded on {settings.device}; decoding needs that device, and "
+                "CUDA is not available on this machine"
+            )
     args.device = settings.device
     _helpers()._setup_torch(args)
     if args.model is None and header.model_id == "custom":

@@ -4,6 +4,7 @@ small images in tmp_path: round trips, the rate report, and every error a user c
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -443,3 +444,25 @@ def test_ctrl_c_while_encoding_leaves_nothing(capsys, binary_model, monkeypatch)
 def test_decoding_on_another_device_is_refused(capsys, binary_model, compressed):
     _assert_fails_cleanly(capsys, ["decompress", "x.bbc", "-o", "y.npy", "--model",
                                    str(binary_model), "--device", "cuda"], "encoded on cpu")  # fmt: skip
+
+
+def test_progress_counts_every_image(capsys, binary_model, monkeypatch):
+    counts = []
+
+    @contextlib.contextmanager
+    def recording(total, what, quiet):
+        class Bar:
+            n = 0
+
+            def update(self, k):
+                self.n += k
+
+        bar = Bar()
+        yield bar
+        counts.append((what, total, bar.n))
+
+    monkeypatch.setattr(codec_commands, "_progress", recording)
+    _compress(capsys, _npy("x.npy", _bits(9)), "-o", "x.bbc", "--model", str(binary_model),
+              "--chunk-images", "4")  # fmt: skip
+    _decompress(capsys, "x.bbc", "-o", "y.npy", "--model", str(binary_model))
+    assert counts == [("compress", 9, 9), ("decompress", 9, 9)]
