@@ -90,6 +90,8 @@ class ModelConfig:
         if self.kind not in IN_CHANNELS:
             raise ValueError(f"unknown pixel kind {self.kind!r} (binary, grey or rgb)")
         object.__setattr__(self, "image_hw", tuple(self.image_hw))
+        if len(self.image_hw) != 2 or any(side < 4 or side % 4 for side in self.image_hw):
+            raise ValueError(f"image sides must be multiples of 4 (two 2x down/upsamplings), got {self.image_hw}")
 
     @property
     def total_latent_dim(self) -> int:
