@@ -298,6 +298,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     _check_output_folder(str(plot))
     if plot.suffix.lower() != ".png":
         raise ValueError(f"--plot {plot}: the plot is written as PNG; give a .png file name")
+    if args.max_batch is not None and args.max_batch > 1 << 16:
+        raise ValueError(f"--max-batch {args.max_batch}: a file records batches up to {1 << 16}")
     _setup_torch(args)
     result, failure = _bench(args)
     _print_table(result)
