@@ -1,0 +1,337 @@
+"""Discretised logistic mixtures (PixelCNN++, Salimans et al. 2017) as 256-way categoricals.
+
+Scaling convention (as in PixelCNN++): an 8-bit value ``v`` sits at ``x = 2v/255 - 1`` in
+``[-1, 1]``; means and log-scales are in those units. The bin of ``v`` is
+``[x - 1/255, x + 1/255]``, except that the bin of 0 extends to -inf and the bin of 255 to
++inf. Mixture weights are ``softmax(logit_weights)``; ``log_scales`` is the natural log of
+the logistic scale ``s`` (the model should clamp it, e.g. at -7, as PixelCNN++ does).
+
+For coding, every sub-pixel becomes a 256-way table computed in float64 by
+:func:`logistic_mixture_table`. Each row of the table depends only on that row's
+parameters, through the same elementwise operations whatever the number of rows (sums over
+components are explicit sequential loops), so the encoder's one-pass table and the
+decoder's step-by-step tables agree bit for bit. Tables are built and coded in chunks of
+:data:`TABLE_CHUNK_ROWS` rows to bound memory.
+
+Example:
+    >>> from bbcodec.coding.message import Message
+    >>> zeros = np.zeros((2, 3))
+    >>> codec = DiscretizedLogisticMixture(zeros, np.full((2, 3), 0.1), np.full((2, 3), -3.0))
+    >>> message = Message.seeded(seed=0, n_words=4)
+    >>> codec.push(message, np.array([140, 141]))
+    >>> codec.pop(message).tolist()
+    [140, 141]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import constriction
+import numpy as np
+
+from bbcodec.coding.handover import coder_float64
+from bbcodec.coding.leaves import coder_symbols, record_pop, record_push
+from bbcodec.coding.message import Message
+from bbcodec.coding.quantization import categorical_fixed_point
+
+__all__ = [
+    "N_PIXEL_VALUES",
+    "TABLE_CHUNK_ROWS",
+    "DiscretizedLogisticMixture",
+    "DiscretizedLogisticMixtureRGB",
+    "LogisticMixtureParams",
+    "LogisticMixtureRGBParams",
+    "logistic_mixture_table",
+    "pixel_values_to_unit",
+]
+
+#: Number of 8-bit pixel values, the alphabet of every sub-pixel.
+N_PIXEL_VALUES = 256
+#: Rows of 256-way table built and coded per constriction call (about 2 MB per array).
+TABLE_CHUNK_ROWS = 1024
+
+# Upper bin edges of values 0..254 in [-1, 1] units: x_v + 1/255 = (2v + 1)/255 - 1.
+_UPPER_EDGES = (2.0 * np.arange(N_PIXEL_VALUES - 1) + 1.0) / 255.0 - 1.0
+_CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
+
+
+def pixel_values_to_unit(values: np.ndarray) -> np.ndarray:
+    """8-bit values ``0..255`` to their centres ``2v/255 - 1`` in ``[-1, 1]`` (float64)."""
+    return 2.0 * np.asarray(values, dtype=np.float64) / 255.0 - 1.0
+
+
+def logistic_mixture_table(
+    logit_weights: np.ndarray, means: np.ndarray, log_scales: np.ndarray
+) -> np.ndarray:
+    """Probabilities of the 256 pixel values under discretised logistic mixtures.
+
+    Args:
+        logit_weights: float64 ``(n, m)`` unnormalised log mixture weights.
+        means: float64 ``(n, m)`` component means, ``[-1, 1]`` units.
+        log_scales: float64 ``(n, m)`` log component scales, ``[-1, 1]`` units.
+
+    Returns:
+        float64 ``(n, 256)`` table; rows sum to 1 up to rounding, entries are >= 0 (masses
+        below float64 resolution are 0; the coder still gives them its minimum probability).
+
+    Example:
+        >>> table = logistic_mixture_table(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)))
+        >>> table.shape, bool(abs(table.sum() - 1.0) < 1e-12)
+        ((1, 256), True)
+    """
+    # Contiguous inputs, so that exp takes the same code path whatever the caller's layout.
+    logit_weights, means, log_scales = map(coder_float64, (logit_weights, means, log_scales))
+    n_rows, n_components = logit_weights.shape
+    weights = np.exp(logit_weights - logit_weights.max(axis=1, keepdims=True))
+    inverse_scales = np.exp(-log_scales)
+    total_weight = weights[:, 0].copy()
+    cdf = np.zeros((n_rows, N_PIXEL_VALUES - 1))
+    term = np.empty_like(cdf)
+    for component in range(n_components):
+        if component:
+            total_weight += weights[:, component]
+        # term = weight / (1 + exp(-(edge - mean) / scale)), in place.
+        np.subtract(_UPPER_EDGES, means[:, component, None], out=term)
+        np.multiply(term, -inverse_scales[:, component, None], out=term)
+        with np.errstate(over="ignore"):  # exp -> inf gives the exact limit, term -> 0
+            np.exp(term, out=term)
+        term += 1.0
+        np.divide(weights[:, component, None], term, out=term)
+        cdf += term
+    cdf /= total_weight[:, None]
+    table = np.empty((n_rows, N_PIXEL_VALUES))
+    table[:, 0] = cdf[:, 0]
+    np.subtract(cdf[:, 1:], cdf[:, :-1], out=table[:, 1:-1])
+    table[:, -1] = 1.0 - cdf[:, -1]
+    return np.maximum(table, 0.0, out=table)
+
+
+def _push_rows(
+    message: Message,
+    symbols: np.ndarray,
+    logit_weights: np.ndarray,
+    means: np.ndarray,
+    log_scales: np.ndarray,
+) -> None:
+    """Pushes 1-D int32 symbols row by row, chunks last-first (= one encode_reverse call)."""
+    starts = range(0, symbols.size, TABLE_CHUNK_ROWS)
+    for start in reversed(starts):
+        rows = slice(start, start + TABLE_CHUNK_ROWS)
+        table = logistic_mixture_table(logit_weights[rows], means[rows], log_scales[rows])
+        message.push(symbols[rows], _CATEGORICAL, table)
+
+
+def _pop_rows(
+    message: Message, logit_weights: np.ndarray, means: np.ndarray, log_scales: np.ndarray
+) -> np.ndarray:
+    """Pops one symbol per parameter row, chunks in order; returns 1-D int32."""
+    chunks = []
+    for start in range(0, logit_weights.shape[0], TABLE_CHUNK_ROWS):
+        rows = slice(start, start + TABLE_CHUNK_ROWS)
+        table = logistic_mixture_table(logit_weights[rows], means[rows], log_scales[rows])
+        chunks.append(message.pop(_CATEGORICAL, table))
+    return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int32)
+
+
+def _rows_fixed_point(
+    symbols: np.ndarray, logit_weights: np.ndarray, means: np.ndarray, log_scales: np.ndarray
+) -> np.ndarray:
+    """Fixed-point probabilities (int64, 1-D) of 1-D symbols, one parameter row each."""
+    chunks = []
+    for start in range(0, symbols.size, TABLE_CHUNK_ROWS):
+        rows = slice(start, start + TABLE_CHUNK_ROWS)
+        table = logistic_mixture_table(logit_weights[rows], means[rows], log_scales[rows])
+        chunks.append(categorical_fixed_point(table, symbols[rows]))
+    return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
+
+
+class LogisticMixtureParams(NamedTuple):
+    """Parameters of :class:`DiscretizedLogisticMixture`, concatenable along axis 0.
+
+    Attributes:
+        logit_weights: float ``(n, m)``.
+        means: float ``(n, m)``, ``[-1, 1]`` units.
+        log_scales: float ``(n, m)``.
+    """
+
+    logit_weights: np.ndarray
+    means: np.ndarray
+    log_scales: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class DiscretizedLogisticMixture:
+    """Single-channel 8-bit symbols, one logistic mixture of ``m`` components each.
+
+    Attributes:
+        logit_weights: float ``(n, m)`` unnormalised log mixture weights.
+        means: float ``(n, m)`` component means, ``[-1, 1]`` units.
+        log_scales: float ``(n, m)`` log component scales.
+    """
+
+    logit_weights: np.ndarray
+    means: np.ndarray
+    log_scales: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("logit_weights", "means", "log_scales"):
+            object.__setattr__(self, name, coder_float64(getattr(self, name)))
+        if not self.logit_weights.ndim == 2 or not (
+            self.logit_weights.shape == self.means.shape == self.log_scales.shape
+        ):
+            raise ValueError("logit_weights, means and log_scales must all be (n, m)")
+
+    def push(self, message: Message, symbols: np.ndarray) -> None:
+        """Pushes ``(n,)`` int symbols in ``0..255``."""
+        _push_rows(message, coder_symbols(symbols), self.logit_weights, self.means, self.log_scales)
+        record_push(message, self, symbols)
+
+    def pop(self, message: Message) -> np.ndarray:
+        """Pops ``(n,)`` int32 symbols."""
+        symbols = _pop_rows(message, self.logit_weights, self.means, self.log_scales)
+        record_pop(message, self, symbols)
+        return symbols
+
+    def fixed_point_probabilities(self, symbols: np.ndarray) -> np.ndarray:
+        """int64 ``(n,)`` probabilities (out of ``2**24``) of ``symbols``."""
+        return _rows_fixed_point(
+            coder_symbols(symbols), self.logit_weights, self.means, self.log_scales
+        )
+
+
+def _channel_means(
+    means: np.ndarray, coeffs: np.ndarray, channel: int, red: np.ndarray, green: np.ndarray
+) -> np.ndarray:
+    """Component means of one channel given the pixel's earlier channels.
+
+    Args:
+        means: float64 ``(r, 3, m)``.
+        coeffs: float64 ``(r, 3, m)``.
+        channel: 0 (R), 1 (G) or 2 (B).
+        red: int ``(r,)`` values of R (read for channels 1 and 2 only).
+        green: int ``(r,)`` values of G (read for channel 2 only).
+
+    Returns:
+        float64 ``(r, m)`` means, ``[-1, 1]`` units.
+    """
+    if channel == 0:
+        return means[:, 0]
+    x_red = pixel_values_to_unit(red)[:, None]
+    if channel == 1:
+        return means[:, 1] + coeffs[:, 0] * x_red
+    x_green = pixel_values_to_unit(green)[:, None]
+    return means[:, 2] + coeffs[:, 1] * x_red + coeffs[:, 2] * x_green
+
+
+class LogisticMixtureRGBParams(NamedTuple):
+    """Parameters of :class:`DiscretizedLogisticMixtureRGB`, concatenable along axis 0.
+
+    Attributes:
+        logit_weights: float ``(n, m)``, shared by the three channels of a pixel.
+        means: float ``(n, 3, m)``, ``[-1, 1]`` units, channels R, G, B.
+        log_scales: float ``(n, 3, m)``.
+        coeffs: float ``(n, 3, m)``: G←R, B←R, B←G (already squashed, e.g. by tanh).
+    """
+
+    logit_weights: np.ndarray
+    means: np.ndarray
+    log_scales: np.ndarray
+    coeffs: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class DiscretizedLogisticMixtureRGB:
+    """RGB pixels: R, then G given R, then B given R and G (PixelCNN++ convention).
+
+    Component ``j`` of G has mean ``means[:, 1, j] + coeffs[:, 0, j] * x_R`` and of B
+    ``means[:, 2, j] + coeffs[:, 1, j] * x_R + coeffs[:, 2, j] * x_G``, where ``x_c`` is the
+    channel's value in ``[-1, 1]``. Pixels are coded in consecutive groups of
+    ``group_size``; popping a group pops R of all its pixels, then G, then B (push does the
+    reverse). Pass ``group_size`` = pixels per autoregressive step so that a codec built on
+    all steps' parameters at once pushes exactly what the per-step codecs pop.
+
+    Attributes:
+        logit_weights: float ``(n, m)``.
+        means: float ``(n, 3, m)``.
+        log_scales: float ``(n, 3, m)``.
+        coeffs: float ``(n, 3, m)``.
+        group_size: Pixels per group; ``None`` means one group of all ``n`` pixels.
+    """
+
+    logit_weights: np.ndarray
+    means: np.ndarray
+    log_scales: np.ndarray
+    coeffs: np.ndarray
+    group_size: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("logit_weights", "means", "log_scales", "coeffs"):
+            object.__setattr__(self, name, coder_float64(getattr(self, name)))
+        n, m = self.logit_weights.shape
+        if not self.means.shape == self.log_scales.shape == self.coeffs.shape == (n, 3, m):
+            raise ValueError("means, log_scales and coeffs must be (n, 3, m)")
+        group_size = n if self.group_size is None else self.group_size
+        if group_size < 1 or n % group_size:
+            raise ValueError(f"group_size {group_size} must be >= 1 and divide n = {n}")
+        object.__setattr__(self, "group_size", group_size)
+
+    def _grouped_rows(self, symbols: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Symbols and row parameters of all pixels, in stack order (group, channel, pixel)."""
+        red, green = symbols[:, 0], symbols[:, 1]
+        means = np.stack(
+            [_channel_means(self.means, self.coeffs, channel, red, green) for channel in range(3)],
+            axis=1,
+        )
+        n, m = self.logit_weights.shape
+        n_groups, size = n // self.group_size, self.group_size
+
+        def grouped(per_channel: np.ndarray) -> np.ndarray:  # (n, 3, ...) -> stack order
+            blocks = per_channel.reshape(n_groups, size, 3, *per_channel.shape[2:])
+            return np.ascontiguousarray(np.swapaxes(blocks, 1, 2)).reshape(3 * n, -1)
+
+        weights = np.broadcast_to(self.logit_weights[:, None], (n, 3, m))
+        return (
+            grouped(symbols).reshape(-1),
+            grouped(weights),
+            grouped(means),
+            grouped(self.log_scales),
+        )
+
+    def push(self, message: Message, symbols: np.ndarray) -> None:
+        """Pushes ``(n, 3)`` int symbols in ``0..255`` (channels R, G, B)."""
+        rgb = coder_symbols(symbols).reshape(-1, 3)
+        _push_rows(message, *self._grouped_rows(rgb))
+        record_push(message, self, symbols)
+
+    def pop(self, message: Message) -> np.ndarray:
+        """Pops ``(n, 3)`` int32 symbols, group by group: R, then G given R, then B."""
+        n = self.logit_weights.shape[0]
+        symbols = np.empty((n, 3), dtype=np.int32)
+        for start in range(0, n, self.group_size):
+            group = slice(start, start + self.group_size)
+            weights, means, coeffs = (
+                self.logit_weights[group],
+                self.means[group],
+                self.coeffs[group],
+            )
+            for channel in range(3):
+                symbols[group, channel] = _pop_rows(
+                    message,
+                    weights,
+                    _channel_means(means, coeffs, channel, symbols[group, 0], symbols[group, 1]),
+                    self.log_scales[group, channel],
+                )
+        record_pop(message, self, symbols)
+        return symbols
+
+    def fixed_point_probabilities(self, symbols: np.ndarray) -> np.ndarray:
+        """int64 ``(n, 3)`` probabilities (out of ``2**24``) of ``symbols``."""
+        rgb = coder_symbols(symbols).reshape(-1, 3)
+        flat, weights, means, log_scales = self._grouped_rows(rgb)
+        probabilities = _rows_fixed_point(flat, weights, means, log_scales)
+        # Undo the stack order (group, channel, pixel) back to (pixel, channel).
+        n_groups = rgb.shape[0] // self.group_size
+        blocks = probabilities.reshape(n_groups, 3, self.group_size)
+        return np.swapaxes(blocks, 1, 2).reshape(-1, 3)
