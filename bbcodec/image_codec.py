@@ -236,15 +236,23 @@ class ImageCodec:
         if images.shape[1:] != self.image_shape or images.dtype != np.uint8:
             raise ValueError(f"images must be uint8 {self.image_shape}, got {images.dtype} {images.shape[1:]}")
         seed_words = initial_seed_words(self.adapter.latent_dim)
+        reported = 0
+
+        def report(done: int) -> None:  # images re-coded after a restart are not counted twice
+            nonlocal reported
+            if progress is not None and done > reported:
+                progress(done - reported)
+                reported = done
+
         while True:
-            result = self._run(self._try_encode, images, seed_words, progress)
+            result = self._run(self._try_encode, images, seed_words, report)
             if result is not None:
                 return result
             seed_words *= 2
             if seed_words > MAX_SEED_WORDS:
                 raise RuntimeError("one image needs more initial bits than any seed allows")
 
-    def _try_encode(self, images, seed_words, progress):
+    def _try_encode(self, images, seed_words, report: Callable[[int], None]):
         n = len(images)
         message = Message.seeded(self.settings.seed, seed_words)
         message.meter = meter = _PerImageMeter(n)
@@ -264,8 +272,7 @@ class ImageCodec:
             schedule.append(batch)
             stack_bits.append(message.num_bits())
             done += batch
-            if progress is not None:
-                progress(batch)
+            report(done)
             batch *= 2
         information = meter.net_bits
         image_bits = None if meter.image_bits is None else tuple(meter.image_bits.tolist())
