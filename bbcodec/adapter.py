@@ -120,7 +120,9 @@ class ModelAdapter:
         if self.kind == "grey":
             return LogisticMixtureParams(p[:, :k], p[:, k : 2 * k], p[:, 2 * k :])
         b = p.shape[0]
-        means, log_scales, coeffs = (p[:, s : s + 3 * k].reshape(b, 3, k) for s in (k, 4 * k, 7 * k))
+        means, log_scales, coeffs = (
+            p[:, s : s + 3 * k].reshape(b, 3, k) for s in (k, 4 * k, 7 * k)
+        )
         return LogisticMixtureRGBParams(p[:, :k], means, log_scales, coeffs)
 
     def likelihood(self, latents: np.ndarray) -> Relayout:

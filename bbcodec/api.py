@@ -90,7 +90,9 @@ def weights_fingerprint(model) -> bytes:
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+        digest.update(
+            t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes()
+        )
     return digest.digest()
 
 
@@ -139,7 +141,9 @@ def _check_images(model, images: np.ndarray, model_id: str) -> None:
             f"model {model_id} codes {config.kind} images of shape {expected}, got {images.shape[1:]}"
         )
     if config.kind == "binary" and images.max() > 1:
-        raise ImageKindError(f"model {model_id} codes binary images (0/1), got values up to {images.max()}")
+        raise ImageKindError(
+            f"model {model_id} codes binary images (0/1), got values up to {images.max()}"
+        )
 
 
 def _resolve(model, images: np.ndarray) -> tuple[object, str]:
@@ -192,7 +196,11 @@ def compress_to(
     for first, count in split_chunks(len(batch), settings.chunk_images):
         chunk, rate = codec.encode_chunk(batch[first : first + count], progress)
         writer.write_chunk(type(chunk)(first, count, chunk.words, chunk.pixels_sha256))
-        info, net, initial = info + rate.information_bits, net + rate.net_bits, initial + rate.initial_bits
+        info, net, initial = (
+            info + rate.information_bits,
+            net + rate.net_bits,
+            initial + rate.initial_bits,
+        )
         schedules.append(rate.batch_sizes)
         stacks.append(rate.stack_bits)
         if image_bits is not None and rate.image_information_bits is not None:
@@ -231,7 +239,9 @@ def decompress_from(
     header = reader.header
     if model is None:
         if header.model_id == "custom":
-            raise DecodeError("this file was made with unregistered weights: pass the model to decode it")
+            raise DecodeError(
+                "this file was made with unregistered weights: pass the model to decode it"
+            )
         model = header.model_id
     model_obj = load_model(model) if isinstance(model, str) else model
     if weights_fingerprint(model_obj) != header.weights_sha256:
@@ -246,7 +256,9 @@ def decompress_from(
     for chunk in reader:
         shapes = {tuple(s) for s in header.shapes[chunk.first : chunk.stop]}
         if shapes != {codec.image_shape}:
-            raise DecodeError(f"file images have shapes {sorted(shapes)}; the model codes {codec.image_shape}")
+            raise DecodeError(
+                f"file images have shapes {sorted(shapes)}; the model codes {codec.image_shape}"
+            )
         yield codec.decode_chunk(chunk, progress)
 
 

@@ -92,7 +92,9 @@ class CodingSettings:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - names
         if unknown:
-            raise DecodeError(f"unknown coding settings {sorted(unknown)}: file from a newer bbcodec?")
+            raise DecodeError(
+                f"unknown coding settings {sorted(unknown)}: file from a newer bbcodec?"
+            )
         try:
             settings = cls(**values)
             settings.grid  # noqa: B018 — validates the grid
@@ -234,7 +236,9 @@ class ImageCodec:
     ) -> tuple[Chunk, ChunkRate]:
         """Encode (N, H, W[, 3]) uint8 images into one chunk (``first`` = 0; caller sets it)."""
         if images.shape[1:] != self.image_shape or images.dtype != np.uint8:
-            raise ValueError(f"images must be uint8 {self.image_shape}, got {images.dtype} {images.shape[1:]}")
+            raise ValueError(
+                f"images must be uint8 {self.image_shape}, got {images.dtype} {images.shape[1:]}"
+            )
         seed_words = initial_seed_words(self.adapter.latent_dim)
         reported = 0
 
@@ -286,7 +290,9 @@ class ImageCodec:
                          image_information_bits=image_bits)  # fmt: skip
         return chunk, rate
 
-    def decode_chunk(self, chunk: Chunk, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    def decode_chunk(
+        self, chunk: Chunk, progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
         """Decode a chunk to (count, H, W[, 3]) uint8 images, verified.
 
         Raises:

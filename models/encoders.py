@@ -73,9 +73,12 @@ class AntiCausalEncoder(nn.Module):
             raise ValueError(f"image height {h} is not divisible by {n_steps} latent steps")
         self.n_steps, self.step_dim, self.band = n_steps, step_dim, h // n_steps
         self.convs = nn.ModuleList(
-            [_UpCausalConv(in_ch, channels, 5, 5)] + [_UpCausalConv(channels, channels, 5, 3) for _ in range(3)]
+            [_UpCausalConv(in_ch, channels, 5, 5)]
+            + [_UpCausalConv(channels, channels, 5, 3) for _ in range(3)]
         )
-        self.fc = nn.Sequential(nn.Linear(channels * w, 256), nn.ELU(), nn.Linear(256, 2 * step_dim))
+        self.fc = nn.Sequential(
+            nn.Linear(channels * w, 256), nn.ELU(), nn.Linear(256, 2 * step_dim)
+        )
 
     def forward(self, x: torch.Tensor):
         h = x.flip(2)  # bottom row first: "causal" here means "rows at or below" in the image

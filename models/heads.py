@@ -76,9 +76,7 @@ def _logistic_bin_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch
     mid = inv_scale * centred
     # Density approximation for bins whose difference of CDFs underflows.
     log_pdf_mid = mid - log_scale - 2.0 * F.softplus(mid) + math.log(2 * HALF_BIN)
-    inner = torch.where(
-        cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)), log_pdf_mid
-    )
+    inner = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)), log_pdf_mid)
     return torch.where(
         x < -0.999, log_cdf_upper, torch.where(x > 0.999, log_one_minus_cdf_lower, inner)
     )

@@ -88,13 +88,17 @@ def train(
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
         if ckpt["config"] != config.to_json():
-            raise ValueError(f"{ckpt_path} belongs to a different model config; use another run folder")
+            raise ValueError(
+                f"{ckpt_path} belongs to a different model config; use another run folder"
+            )
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         state = ckpt["state"]
         rng.bit_generator.state = ckpt["numpy_rng"]
         torch.set_rng_state(ckpt["torch_rng"])
-        print(f"resuming {run_dir} at step {state['step']} ({state['seconds'] / 60:.1f} min trained)")
+        print(
+            f"resuming {run_dir} at step {state['step']} ({state['seconds'] / 60:.1f} min trained)"
+        )
 
     n = len(train_images)
     total_images = epochs * n if epochs is not None else None
@@ -113,7 +117,9 @@ def train(
     last_ckpt = last_valid = time.time()
     order = rng.permutation(n)
     cursor = (state["images"]) % n
-    bar = tqdm(total=1000, desc=f"train {run_dir.name}", unit="‰", initial=int(1000 * min(progress(), 1)))
+    bar = tqdm(
+        total=1000, desc=f"train {run_dir.name}", unit="‰", initial=int(1000 * min(progress(), 1))
+    )
     running = []
     model.train()
     while progress() < 1.0:
@@ -123,9 +129,9 @@ def train(
         idx = order[cursor : cursor + recipe.batch_size]
         cursor += recipe.batch_size
         frac = min(progress(), 1.0)
-        lr = recipe.final_learning_rate + 0.5 * (recipe.learning_rate - recipe.final_learning_rate) * (
-            1 + math.cos(math.pi * frac)
-        )
+        lr = recipe.final_learning_rate + 0.5 * (
+            recipe.learning_rate - recipe.final_learning_rate
+        ) * (1 + math.cos(math.pi * frac))
         for group in opt.param_groups:
             group["lr"] = lr
         x = torch.from_numpy(train_images[np.sort(idx)]).to(device)

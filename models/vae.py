@@ -91,7 +91,9 @@ class ModelConfig:
             raise ValueError(f"unknown pixel kind {self.kind!r} (binary, grey or rgb)")
         object.__setattr__(self, "image_hw", tuple(self.image_hw))
         if len(self.image_hw) != 2 or any(side < 4 or side % 4 for side in self.image_hw):
-            raise ValueError(f"image sides must be multiples of 4 (two 2x down/upsamplings), got {self.image_hw}")
+            raise ValueError(
+                f"image sides must be multiples of 4 (two 2x down/upsamplings), got {self.image_hw}"
+            )
 
     @property
     def total_latent_dim(self) -> int:
@@ -163,7 +165,9 @@ class LatentVariableModel(nn.Module):
         """
         q = self.posterior(x)
         z = q.mean + q.std * torch.randn_like(q.std)
-        recon = -heads.log_prob(self.config.kind, x, self.likelihood_params(x, z), self.config.n_mixtures)
+        recon = -heads.log_prob(
+            self.config.kind, x, self.likelihood_params(x, z), self.config.n_mixtures
+        )
         p = self.prior if prior == "train" else self.coding_prior
         if isinstance(p, AR1Prior):
             kl_dims = p.kl_dims_nats(q.mean, q.std)
@@ -171,8 +175,13 @@ class LatentVariableModel(nn.Module):
             kl_dims = gaussian_log_prob(z, q.mean, q.std) - p.log_prob_dims(z)
         return ElboTerms(recon, kl_dims.sum(1), kl_dims)
 
-    def loss(self, x: torch.Tensor, objective: str = "elbo", beta: float = 1.0,
-             free_bits_nats: float = 0.0) -> tuple[torch.Tensor, ElboTerms]:
+    def loss(
+        self,
+        x: torch.Tensor,
+        objective: str = "elbo",
+        beta: float = 1.0,
+        free_bits_nats: float = 0.0,
+    ) -> tuple[torch.Tensor, ElboTerms]:
         """Training loss per dimension (nats/dim) and the ELBO terms.
 
         Args:

@@ -24,7 +24,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_weights(model: LatentVariableModel, path: Path, extra: dict[str, str] | None = None) -> None:
+def save_weights(
+    model: LatentVariableModel, path: Path, extra: dict[str, str] | None = None
+) -> None:
     """Write the model's parameters and config atomically to ``path`` (.safetensors)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"config": model.config.to_json(), **(extra or {})}
@@ -43,7 +45,9 @@ def load_weights(path: Path, expected_sha256: str | None = None) -> LatentVariab
     if not path.is_file():
         raise WeightsError(f"no weights file at {path}")
     if expected_sha256 is not None and sha256_file(path) != expected_sha256:
-        raise WeightsError(f"{path} does not match its recorded sha256: the file was changed or damaged")
+        raise WeightsError(
+            f"{path} does not match its recorded sha256: the file was changed or damaged"
+        )
     try:
         from safetensors import safe_open
 

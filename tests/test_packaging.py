@@ -55,7 +55,10 @@ def test_wheel_installs_into_a_clean_venv_and_help_runs(wheel, tmp_path):
     assert where.startswith(str(tmp_path / "venv"))
     result = subprocess.run(
         [tmp_path / "venv" / "bin" / "bbcodec", "--help"],
-        check=False, capture_output=True, text=True, cwd=tmp_path,
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert "usage: bbcodec" in result.stdout
@@ -69,6 +72,9 @@ def test_wheel_installs_with_its_dependencies(wheel, tmp_path):
     subprocess.run([python, "-m", "pip", "install", "-q", str(wheel)], check=True)
     result = subprocess.run(
         [tmp_path / "venv" / "bin" / "bbcodec", "--help"],
-        check=False, capture_output=True, text=True, cwd=tmp_path,
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
