@@ -166,7 +166,11 @@ def train(
     valid_bpd = validate(model, valid_images, 250, device)
     _append_log(run_dir, {"step": state["step"], "final_valid_neg_elbo_bpd": valid_bpd,
                           "train_seconds": round(state["seconds"], 1)})  # fmt: skip
-    save_weights(model, run_dir / "model.safetensors", {"train_seconds": f"{state['seconds']:.0f}"})
+    save_weights(
+        model,
+        run_dir / "model.safetensors",
+        {"train_seconds": f"{state['seconds']:.0f}", "train_images": str(state["images"])},
+    )
     return model
 
 
