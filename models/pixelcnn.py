@@ -68,7 +68,14 @@ class CausalConv(nn.Module):
         padded = F.pad(x, (c, c, r, 0))
         return F.conv2d(padded, self.masked_weight(), self.bias)
 
-    def at(self, canvas: torch.Tensor, pad: tuple[int, int], i: int, j: int) -> torch.Tensor:
+    def at(
+        self,
+        canvas: torch.Tensor,
+        pad: tuple[int, int],
+        i: int,
+        j: int,
+        flat_weight: torch.Tensor,
+    ) -> torch.Tensor:
         """Output at one position from a padded canvas.
 
         Args:
@@ -76,13 +83,14 @@ class CausalConv(nn.Module):
                 ``[pad_top:, pad_side:-pad_side]`` and zeros elsewhere.
             pad: (pad_top, pad_side), each ≥ this layer's reach.
             i, j: pixel position in the image.
+            flat_weight: ``masked_weight().flatten(1)``, computed once by the caller.
         Returns:
             (B, C_out).
         """
         r, c = self.rows_above, self.half_width
         top, side = pad
         patch = canvas[:, :, top + i - r : top + i + 1, side + j - c : side + j + c + 1]
-        return F.linear(patch.flatten(1), self.masked_weight().flatten(1), self.bias)
+        return F.linear(patch.flatten(1), flat_weight, self.bias)
 
 
 class RowContext(nn.Module):
@@ -132,8 +140,9 @@ class GatedBlock(nn.Module):
         self.outer = nn.Linear(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.inner(F.elu(x)).chunk(2, -1)
-        return x + self.outer(torch.tanh(a) * torch.sigmoid(b))
+        # Functional calls: this runs once per pixel per block when coding.
+        a, b = F.linear(F.elu(x), self.inner.weight, self.inner.bias).chunk(2, -1)
+        return x + F.linear(torch.tanh(a) * torch.sigmoid(b), self.outer.weight, self.outer.bias)
 
 
 class PixelDecoder(nn.Module):
@@ -180,8 +189,9 @@ class PixelDecoder(nn.Module):
 
     def _finish(self, hidden: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
-            hidden = block(hidden)
-        return clamp_params(self.kind, self.head(F.elu(hidden)), self.n_mixtures)
+            hidden = block.forward(hidden)
+        head = F.linear(F.elu(hidden), self.head.weight, self.head.bias)
+        return clamp_params(self.kind, head, self.n_mixtures)
 
     def forward(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """All pixels at once (training, ELBO).
@@ -224,8 +234,10 @@ class PixelStepper:
         self.canvas = features.new_zeros(batch, in_ch, height + top, width + 2 * side)
         self.row_state = None
         self.row_above = None
+        self.local_weight = decoder.local.masked_weight().detach().flatten(1)
         if decoder.row is not None:
             self.row_state = features.new_zeros(batch, decoder.row.hidden, width)
+            self.left_weight = decoder.row.left.masked_weight().detach().flatten(1)
 
     @torch.no_grad()
     def params(self, t: int) -> torch.Tensor:
@@ -233,7 +245,9 @@ class PixelStepper:
         dec = self.decoder
         width = dec.image_hw[1]
         i, j = divmod(t, width)
-        hidden = dec.local.at(self.canvas, self.pad, i, j) + self.features[:, i, j]
+        hidden = (
+            dec.local.at(self.canvas, self.pad, i, j, self.local_weight) + self.features[:, i, j]
+        )
         if dec.row is not None:
             if j == 0:
                 if i > 0:
@@ -241,7 +255,8 @@ class PixelStepper:
                     row = self.canvas[:, :, top + i - 1, side : side + width]
                     self.row_state = dec.row.next_state(self.row_state, row)
                 self.row_above = dec.row.out(self.row_state.transpose(1, 2))  # (B, W, C)
-            hidden = hidden + self.row_above[:, j] + dec.row.left.at(self.canvas, self.pad, i, j)
+            left = dec.row.left.at(self.canvas, self.pad, i, j, self.left_weight)
+            hidden = hidden + self.row_above[:, j] + left
         return dec._finish(hidden)
 
     def write(self, t: int, pixels: torch.Tensor) -> None:
