@@ -465,7 +465,8 @@ def _export(
         rows["training time"] = f"{float(metadata['train_seconds']) / 60:.1f} min"
         if "train_images" in metadata:
             seconds, images = float(metadata["train_seconds"]), int(metadata["train_images"])
-            rows["training images"] = f"{images:,} ({images / seconds:.0f} images/s)"
+            speed = f" ({images / seconds:.0f} images/s)" if seconds > 0 else ""
+            rows["training images"] = f"{images:,}{speed}"
     rows.update({
         f"{split} data": f"{data} [{split}], {result.n_images} images",
         f"{split} KL (rate)": f"{result.kl_bpd:.4f} bits/dim, {result.kl_nats:.3f} nats/image",

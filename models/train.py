@@ -169,7 +169,7 @@ def train(
     save_weights(
         model,
         run_dir / "model.safetensors",
-        {"train_seconds": f"{state['seconds']:.0f}", "train_images": str(state["images"])},
+        {"train_seconds": f"{state['seconds']:.1f}", "train_images": str(state["images"])},
     )
     return model
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bbcodec.models.vae import LatentVariableModel, ModelConfig
+from bbcodec.models.vae import LatentVariableModel
 from bbcodec.models.weights import WeightsError, save_weights
+from tiny import random_images, random_model, tiny_config
 
 import bbcodec
 from bbcodec import zoo
@@ -36,24 +37,6 @@ from bbcodec.image_codec import CodingSettings, initial_seed_words
 
 REPO = Path(__file__).resolve().parents[1]
 BMNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "binarized_mnist.npz"
-
-
-def _config(family: str, kind: str, hw=(8, 8)) -> ModelConfig:
-    return ModelConfig(
-        family, kind, hw, latent_dim=4, n_steps=4, step_dim=2, channels=8, n_blocks=1,
-        made_hidden=16, kernel_size=3,
-    )  # fmt: skip
-
-
-def _model(config: ModelConfig, seed: int = 0) -> LatentVariableModel:
-    torch.manual_seed(seed)
-    return LatentVariableModel(config).eval()
-
-
-def _images(config: ModelConfig, n: int, seed: int = 0) -> np.ndarray:
-    shape = (n, *config.image_hw) + ((3,) if config.kind == "rgb" else ())
-    high = 2 if config.kind == "binary" else 256
-    return np.random.default_rng(seed).integers(0, high, shape, dtype=np.uint8)
 
 
 @pytest.fixture(autouse=True)
@@ -81,8 +64,8 @@ def _register(name: str, model: LatentVariableModel, tmp_path: Path) -> None:
     ("family", "kind", "n"), [("vlae", "binary", 10), ("delta-vae", "grey", 5), ("vlae", "rgb", 4)]
 )
 def test_round_trip_with_a_model_object(family, kind, n):
-    model = _model(_config(family, kind))
-    images = _images(model.config, n)
+    model = random_model(tiny_config(family, kind))
+    images = random_images(model.config, n)
     data = bbcodec.compress(images, model=model)
     assert data[:8] == b"\x89BBC\r\n\x1a\n"
     decoded = bbcodec.decompress(data, model=model)
@@ -93,17 +76,17 @@ def test_round_trip_with_a_model_object(family, kind, n):
 
 
 def test_one_image_and_a_list_of_images():
-    model = _model(_config("vlae", "binary"))
-    image = _images(model.config, 1)[0]  # (H, W)
+    model = random_model(tiny_config("vlae", "binary"))
+    image = random_images(model.config, 1)[0]  # (H, W)
     np.testing.assert_array_equal(
         bbcodec.decompress(bbcodec.compress(image, model=model), model=model), image[None]
     )
-    several = list(_images(model.config, 3, seed=1))
+    several = list(random_images(model.config, 3, seed=1))
     decoded = bbcodec.decompress(bbcodec.compress(several, model=model), model=model)
     np.testing.assert_array_equal(decoded, np.stack(several))
 
-    rgb_model = _model(_config("delta-vae", "rgb"))
-    rgb = _images(rgb_model.config, 1)[0]  # (H, W, 3)
+    rgb_model = random_model(tiny_config("delta-vae", "rgb"))
+    rgb = random_images(rgb_model.config, 1)[0]  # (H, W, 3)
     decoded = bbcodec.decompress(bbcodec.compress(rgb, model=rgb_model), model=rgb_model)
     assert decoded.shape == (1, 8, 8, 3)
     np.testing.assert_array_equal(decoded[0], rgb)
@@ -111,8 +94,8 @@ def test_one_image_and_a_list_of_images():
 
 @pytest.mark.parametrize(("chunk_images", "max_batch"), [(1, 1), (4, 3), (100, 64)])
 def test_chunk_and_batch_settings(chunk_images, max_batch):
-    model = _model(_config("vlae", "grey"))
-    images = _images(model.config, 9)
+    model = random_model(tiny_config("vlae", "grey"))
+    images = random_images(model.config, 9)
     settings = CodingSettings(max_batch=max_batch, chunk_images=chunk_images)
     out = io.BytesIO()
     report = compress_to(out, images, model=model, settings=settings)
@@ -128,10 +111,10 @@ def test_chunk_and_batch_settings(chunk_images, max_batch):
 
 
 def test_a_registered_model_is_found_from_the_file_alone(tmp_path):
-    model = _model(_config("delta-vae", "binary"))
+    model = random_model(tiny_config("delta-vae", "binary"))
     _register("tiny-bin", model, tmp_path)
     assert [info.name for info in zoo.list_models()] == ["tiny-bin"]
-    images = _images(model.config, 6)
+    images = random_images(model.config, 6)
     data = bbcodec.compress(images, model="tiny-bin")
     assert b"tiny-bin" in data[:100]  # the header names the model
     np.testing.assert_array_equal(bbcodec.decompress(data), images)
@@ -144,11 +127,11 @@ def test_a_registered_model_is_found_from_the_file_alone(tmp_path):
 
 
 def test_encoding_is_deterministic():
-    model = _model(_config("vlae", "rgb"))
-    images = _images(model.config, 5)
+    model = random_model(tiny_config("vlae", "rgb"))
+    images = random_images(model.config, 5)
     first = bbcodec.compress(images, model=model)
     out = io.BytesIO()
-    compress_to(out, images, model=_model(_config("vlae", "rgb")))
+    compress_to(out, images, model=random_model(tiny_config("vlae", "rgb")))
     assert out.getvalue() == first
 
 
@@ -156,27 +139,27 @@ def test_encoding_is_deterministic():
 
 
 def test_wrong_model_is_a_clear_decode_error(tmp_path):
-    config = _config("vlae", "binary")
-    images = _images(config, 4)
-    data = bbcodec.compress(images, model=_model(config, seed=0))
+    config = tiny_config("vlae", "binary")
+    images = random_images(config, 4)
+    data = bbcodec.compress(images, model=random_model(config, seed=0))
     with pytest.raises(DecodeError, match="other weights than the given model"):
-        bbcodec.decompress(data, model=_model(config, seed=1))
+        bbcodec.decompress(data, model=random_model(config, seed=1))
     with pytest.raises(DecodeError, match="other weights"):
-        bbcodec.decompress(data, model=_model(_config("delta-vae", "binary")))
+        bbcodec.decompress(data, model=random_model(tiny_config("delta-vae", "binary")))
     # A registered name whose weights changed after the file was made.
-    _register("tiny", _model(config, seed=0), tmp_path)
+    _register("tiny", random_model(config, seed=0), tmp_path)
     data = bbcodec.compress(images, model="tiny")
-    _register("tiny", _model(config, seed=2), tmp_path)
+    _register("tiny", random_model(config, seed=2), tmp_path)
     with pytest.raises(DecodeError, match=r"other weights.*'tiny' in the file"):
         bbcodec.decompress(data)
 
 
 @pytest.fixture
 def small_file(tmp_path) -> bytes:
-    model = _model(_config("vlae", "binary"))
+    model = random_model(tiny_config("vlae", "binary"))
     _register("tiny", model, tmp_path)
-    data = bbcodec.compress(_images(model.config, 3), model="tiny")
-    np.testing.assert_array_equal(bbcodec.decompress(data), _images(model.config, 3))
+    data = bbcodec.compress(random_images(model.config, 3), model="tiny")
+    np.testing.assert_array_equal(bbcodec.decompress(data), random_images(model.config, 3))
     return data
 
 
@@ -203,8 +186,8 @@ def test_flipped_bits_raise_container_errors(small_file):
 
 
 def test_images_the_model_cannot_code():
-    model = _model(_config("vlae", "binary"))
-    good = _images(model.config, 2)
+    model = random_model(tiny_config("vlae", "binary"))
+    good = random_images(model.config, 2)
     cases = {
         "must be uint8": good.astype(np.float32),
         "uint8, got int16": good.astype(np.int16),
@@ -220,7 +203,7 @@ def test_images_the_model_cannot_code():
             bbcodec.compress(images, model=model)
     with pytest.raises(ImageKindError, match="same shape"):
         bbcodec.compress([good[0], np.zeros((4, 4), np.uint8)], model=model)
-    grey = _model(_config("vlae", "grey"))
+    grey = random_model(tiny_config("vlae", "grey"))
     with pytest.raises(ImageKindError, match=r"\(8, 8\)"):
         bbcodec.compress(np.zeros((2, 8, 8, 3), np.uint8), model=grey)
 
@@ -237,7 +220,7 @@ def test_default_model_errors_name_the_models_that_exist(tmp_path):
     assert default_model_for(np.zeros((3, 28, 28), np.uint8)) == "vlae-bmnist"
     assert default_model_for(np.full((3, 28, 28), 9, np.uint8)) == "vlae-mnist"
     # The default exists in name only here (an empty zoo): the error lists what is registered.
-    _register("tiny", _model(_config("vlae", "binary")), tmp_path)
+    _register("tiny", random_model(tiny_config("vlae", "binary")), tmp_path)
     with pytest.raises(WeightsError, match=r"'vlae-bmnist'.*known models: tiny"):
         bbcodec.compress(np.zeros((1, 28, 28), np.uint8))
 
@@ -246,8 +229,8 @@ def test_default_model_errors_name_the_models_that_exist(tmp_path):
 
 
 def test_report_counts_every_byte():
-    model = _model(_config("delta-vae", "grey"))
-    images = _images(model.config, 7)
+    model = random_model(tiny_config("delta-vae", "grey"))
+    images = random_images(model.config, 7)
     out = io.BytesIO()
     report = compress_to(out, images, model=model, settings=CodingSettings(chunk_images=3))
     data = out.getvalue()
@@ -280,7 +263,7 @@ def test_readme_python_example_runs(monkeypatch, tmp_path, capsys):
     assert 'model="vlae-bmnist"' in code
     # A tiny random model plays vlae-bmnist in the temporary zoo; the code runs unchanged
     # from the clone's folder, where ../shared/data is.
-    _register("vlae-bmnist", _model(_config("vlae", "binary", hw=(28, 28))), tmp_path)
+    _register("vlae-bmnist", random_model(tiny_config("vlae", "binary", hw=(28, 28))), tmp_path)
     example = tmp_path / "readme_example.py"
     example.write_text(code, encoding="utf-8")
     monkeypatch.chdir(REPO)

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from bbcodec.cli.main import main
 from bbcodec.models.vae import LatentVariableModel, ModelConfig
 from bbcodec.models.weights import save_weights
 
 import bbcodec.api
-from bbcodec import baselines, zoo
+from bbcodec import baselines
 from bbcodec.baselines import BASELINES, BaselineError, run_baselines
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -36,12 +35,7 @@ REQUIRED = {
 }  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _light(monkeypatch, tmp_path):
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    monkeypatch.setenv(zoo.WEIGHTS_DIR_ENV, str(tmp_path / "zoo"))  # never touch the real zoo
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def _synthetic_digits(n: int, grey: bool) -> np.ndarray:

@@ -35,12 +35,7 @@ REQUIRED = {
 }  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _light(monkeypatch, tmp_path):
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    monkeypatch.setenv(zoo.WEIGHTS_DIR_ENV, str(tmp_path / "zoo"))  # never touch the real zoo
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def _save(config: ModelConfig, path: Path) -> Path:

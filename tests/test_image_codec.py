@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import torch
-from bbcodec.models.vae import LatentVariableModel, ModelConfig
+from tiny import random_images, random_model, tiny_config
 
 import bbcodec.image_codec as image_codec_module
 from bbcodec import adapter as adapter_module
@@ -59,25 +59,6 @@ CORRUPT = (DecodeError, ChecksumError)
 def _light():
     torch.set_num_threads(1)  # two trainings share the machine's two cores
     torch.manual_seed(0)
-
-
-def _config(family: str, kind: str, hw=(8, 8), latent_dim: int = 4) -> ModelConfig:
-    return ModelConfig(
-        family, kind, hw, latent_dim=latent_dim, n_steps=4, step_dim=2, channels=8, n_blocks=1,
-        made_hidden=16, kernel_size=3,
-    )  # fmt: skip
-
-
-def _model(config: ModelConfig, seed: int = 0) -> LatentVariableModel:
-    torch.manual_seed(seed)
-    return LatentVariableModel(config).eval()
-
-
-def _images(config: ModelConfig, n: int, seed: int = 0) -> np.ndarray:
-    """Uniformly random images of the config's kind and shape (uint8)."""
-    shape = (n, *config.image_hw) + ((3,) if config.kind == "rgb" else ())
-    high = 2 if config.kind == "binary" else 256
-    return np.random.default_rng(seed).integers(0, high, shape, dtype=np.uint8)
 
 
 def _patterns(n: int, seed: int = 0) -> np.ndarray:
@@ -127,21 +108,23 @@ def _seed_words(seed: int, n_words: int) -> np.ndarray:
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_round_trip_exact(family, kind, max_batch):
-    config = _config(family, kind)
-    images = _images(config, 6, seed=max_batch)
-    codec = ImageCodec(_model(config), CodingSettings(max_batch=max_batch))
+    config = tiny_config(family, kind)
+    images = random_images(config, 6, seed=max_batch)
+    codec = ImageCodec(random_model(config), CodingSettings(max_batch=max_batch))
     chunk, rate = codec.encode_chunk(images)
     assert rate.batch_sizes == tuple(_doubling(6, max_batch))
     assert rate.total_bits == 32 * len(chunk.words)
     assert rate.initial_bits == 32 * initial_seed_words(config.total_latent_dim)
-    decoded = ImageCodec(_model(config), CodingSettings(max_batch=max_batch)).decode_chunk(chunk)
+    decoded = ImageCodec(random_model(config), CodingSettings(max_batch=max_batch)).decode_chunk(
+        chunk
+    )
     assert decoded.dtype == np.uint8 and decoded.shape == images.shape
     np.testing.assert_array_equal(decoded, images)
 
 
 def test_the_delta_vae_codes_with_its_auxiliary_prior(monkeypatch):
     """Every prior step the codec takes goes through the auxiliary MADE, not the AR(1) prior."""
-    model = _model(_config("delta-vae", "grey"))
+    model = random_model(tiny_config("delta-vae", "grey"))
     calls = {"aux": 0, "ar1": 0}
     for name, module in (("aux", model.aux_prior), ("ar1", model.prior)):
         original = module.step
@@ -152,7 +135,7 @@ def test_the_delta_vae_codes_with_its_auxiliary_prior(monkeypatch):
 
         monkeypatch.setattr(module, "step", counted)
     codec = ImageCodec(model, CodingSettings(max_batch=4))
-    images = _images(model.config, 5)
+    images = random_images(model.config, 5)
     chunk, _ = codec.encode_chunk(images)
     np.testing.assert_array_equal(codec.decode_chunk(chunk), images)
     assert calls["ar1"] == 0 and calls["aux"] == 2 * 8 * 3  # 8 latents × 3 batches × 2 sides
@@ -160,10 +143,10 @@ def test_the_delta_vae_codes_with_its_auxiliary_prior(monkeypatch):
 
 @pytest.mark.parametrize("chunk_images", [1, 4, 50])
 def test_round_trip_over_chunks_each_decodable_alone(chunk_images):
-    config = _config("delta-vae", "binary")
-    images = _images(config, 11)
+    config = tiny_config("delta-vae", "binary")
+    images = random_images(config, 11)
     settings = CodingSettings(max_batch=3, chunk_images=chunk_images)
-    codec = ImageCodec(_model(config), settings)
+    codec = ImageCodec(random_model(config), settings)
     chunks = []
     for first, count in split_chunks(len(images), settings.chunk_images):
         chunk, rate = codec.encode_chunk(images[first : first + count])
@@ -176,10 +159,10 @@ def test_round_trip_over_chunks_each_decodable_alone(chunk_images):
 
 
 def test_stack_left_after_decoding_is_exactly_the_seed(monkeypatch):
-    config = _config("vlae", "grey")
-    images = _images(config, 6)
+    config = tiny_config("vlae", "grey")
+    images = random_images(config, 6)
     settings = CodingSettings(max_batch=4, seed=12345)
-    codec = ImageCodec(_model(config), settings)
+    codec = ImageCodec(random_model(config), settings)
     chunk, rate = codec.encode_chunk(images)
     left_over = []
     original = Message.check_seed
@@ -211,10 +194,10 @@ def _tampered_trailer(words: np.ndarray, max_batch: int, edit) -> np.ndarray:
 
 
 def test_tampered_stream_and_trailer_are_caught():
-    config = _config("vlae", "binary")
-    images = _images(config, 7)
+    config = tiny_config("vlae", "binary")
+    images = random_images(config, 7)
     settings = CodingSettings(max_batch=4)
-    codec = ImageCodec(_model(config), settings)
+    codec = ImageCodec(random_model(config), settings)
     chunk, rate = codec.encode_chunk(images)
     assert rate.batch_sizes == (1, 2, 4)
 
@@ -312,9 +295,9 @@ def _recording_latents(monkeypatch):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_information_bits_are_the_bits_back_identity(monkeypatch, family, kind, max_batch):
-    config = _config(family, kind)
-    model = _model(config)
-    images = _images(config, 13, seed=1)
+    config = tiny_config(family, kind)
+    model = random_model(config)
+    images = random_images(config, 13, seed=1)
     codec = ImageCodec(model, CodingSettings(max_batch=max_batch))
     with _recording_latents(monkeypatch) as latents:
         _, rate = codec.encode_chunk(images)
@@ -349,8 +332,8 @@ def test_coded_rate_matches_the_mean_negative_elbo(family):
     bits per symbol, ~70 symbols per image). Measured: |difference| ≤ 1.4 SE ≈ 0.05 %, with
     or without `BitsBack`'s head mixing, for three model seeds per family.
     """
-    config = _config(family, "binary")
-    model = _model(config)
+    config = tiny_config(family, "binary")
+    model = random_model(config)
     images = _patterns(300)
     _, rate = ImageCodec(model, CodingSettings(max_batch=64)).encode_chunk(images)
     coded_bits = rate.information_bits / len(images)
@@ -374,9 +357,9 @@ def test_coded_rate_matches_the_mean_negative_elbo(family):
 
 @pytest.mark.parametrize(("n", "max_batch"), [(1, 64), (2, 1), (7, 3), (40, 8), (300, 64)])
 def test_batch_schedule_starts_at_one_and_doubles_to_max_batch(n, max_batch):
-    config = _config("vlae", "binary")
-    codec = ImageCodec(_model(config), CodingSettings(max_batch=max_batch))
-    images = _patterns(n) if n > 50 else _images(config, n)
+    config = tiny_config("vlae", "binary")
+    codec = ImageCodec(random_model(config), CodingSettings(max_batch=max_batch))
+    images = _patterns(n) if n > 50 else random_images(config, n)
     chunk, rate = codec.encode_chunk(images)
     assert rate.batch_sizes == tuple(_doubling(n, max_batch))
     np.testing.assert_array_equal(codec.decode_chunk(chunk), images)
@@ -391,9 +374,9 @@ def _check_schedule(sizes, n: int, max_batch: int) -> None:
 def test_batch_halves_when_the_stack_is_short():
     # 16 latents: a batch's posterior pop needs ~16·10 bits per image, more than a small
     # stack holds, so the doubling is undone and retried with half the batch.
-    config = _config("vlae", "binary", latent_dim=16)
-    codec = ImageCodec(_model(config), CodingSettings(max_batch=64))
-    images = _images(config, 40)
+    config = tiny_config("vlae", "binary", latent_dim=16)
+    codec = ImageCodec(random_model(config), CodingSettings(max_batch=64))
+    images = random_images(config, 40)
     progress = []
     chunk, rate = codec.encode_chunk(images, progress.append)
     sizes = list(rate.batch_sizes)
@@ -415,9 +398,9 @@ def test_tiny_seed_restarts_with_a_bigger_one(monkeypatch):
         return original(cls, seed, n_words)
 
     monkeypatch.setattr(Message, "seeded", classmethod(recording))
-    config = _config("vlae", "grey")
-    codec = ImageCodec(_model(config), CodingSettings(max_batch=8))
-    images = _images(config, 10)
+    config = tiny_config("vlae", "grey")
+    codec = ImageCodec(random_model(config), CodingSettings(max_batch=8))
+    images = random_images(config, 10)
     chunk, rate = codec.encode_chunk(images)
     assert seeds[0] == 2 and seeds == [2 * 2**i for i in range(len(seeds))] and len(seeds) > 1
     assert rate.initial_bits == 32 * seeds[-1]
@@ -429,11 +412,11 @@ def test_tiny_seed_restarts_with_a_bigger_one(monkeypatch):
 
 
 def test_encoding_is_deterministic():
-    config = _config("delta-vae", "rgb")
-    images = _images(config, 6)
-    first, _ = ImageCodec(_model(config), CodingSettings(max_batch=4)).encode_chunk(images)
-    codec = ImageCodec(_model(config), CodingSettings(max_batch=4))
-    codec.encode_chunk(_images(config, 5, seed=9))  # no state carries over between chunks
+    config = tiny_config("delta-vae", "rgb")
+    images = random_images(config, 6)
+    first, _ = ImageCodec(random_model(config), CodingSettings(max_batch=4)).encode_chunk(images)
+    codec = ImageCodec(random_model(config), CodingSettings(max_batch=4))
+    codec.encode_chunk(random_images(config, 5, seed=9))  # no state carries over between chunks
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # the codec runs under the thread count its settings record
     try:
@@ -493,9 +476,9 @@ class _ParamRecorder:
     [("vlae", "binary"), ("delta-vae", "grey"), ("delta-vae", "rgb"), ("vlae", "rgb")],
 )
 def test_encoder_and_decoder_hand_the_coder_bit_identical_parameters(monkeypatch, family, kind):
-    config = _config(family, kind)
-    images = _images(config, 7)
-    codec = ImageCodec(_model(config), CodingSettings(max_batch=3))
+    config = tiny_config(family, kind)
+    images = random_images(config, 7)
+    codec = ImageCodec(random_model(config), CodingSettings(max_batch=3))
     recorder = _ParamRecorder(monkeypatch)
     chunk, rate = codec.encode_chunk(images)
     assert rate.batch_sizes == (1, 2, 3, 1)  # no undone pops: one call per step and batch
@@ -538,9 +521,9 @@ def _flip_bits(words: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 )
 def test_flipped_bits_never_decode_to_wrong_pixels(family, kind, n_flips):
     # 4×8 images keep each decode to a few milliseconds; non-square catches row/column mix-ups.
-    config = _config(family, kind, hw=(4, 8))
-    images = _images(config, 3)
-    codec = ImageCodec(_model(config), CodingSettings(max_batch=3))
+    config = tiny_config(family, kind, hw=(4, 8))
+    images = random_images(config, 3)
+    codec = ImageCodec(random_model(config), CodingSettings(max_batch=3))
     chunk, _ = codec.encode_chunk(images)
     np.testing.assert_array_equal(codec.decode_chunk(chunk), images)
     rng = np.random.default_rng(2024)
@@ -550,9 +533,9 @@ def test_flipped_bits_never_decode_to_wrong_pixels(family, kind, n_flips):
 
 
 def test_truncated_or_empty_streams_are_decode_errors():
-    config = _config("vlae", "binary", hw=(4, 8))
-    images = _images(config, 3)
-    codec = ImageCodec(_model(config), CodingSettings(max_batch=3))
+    config = tiny_config("vlae", "binary", hw=(4, 8))
+    images = random_images(config, 3)
+    codec = ImageCodec(random_model(config), CodingSettings(max_batch=3))
     chunk, _ = codec.encode_chunk(images)
     for cut in range(1, len(chunk.words)):
         with pytest.raises(CORRUPT):
@@ -565,13 +548,15 @@ def test_truncated_or_empty_streams_are_decode_errors():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_different_model_cannot_decode(family):
-    config = _config(family, "grey")
-    images = _images(config, 5)
-    chunk, _ = ImageCodec(_model(config, seed=0), CodingSettings(max_batch=4)).encode_chunk(images)
+    config = tiny_config(family, "grey")
+    images = random_images(config, 5)
+    chunk, _ = ImageCodec(random_model(config, seed=0), CodingSettings(max_batch=4)).encode_chunk(
+        images
+    )
     for seed in (1, 2, 3):
-        other = ImageCodec(_model(config, seed=seed), CodingSettings(max_batch=4))
+        other = ImageCodec(random_model(config, seed=seed), CodingSettings(max_batch=4))
         with pytest.raises(CORRUPT):
             other.decode_chunk(chunk)
-    other_grid = ImageCodec(_model(config), CodingSettings(max_batch=4, grid_step_log2=-7))
+    other_grid = ImageCodec(random_model(config), CodingSettings(max_batch=4, grid_step_log2=-7))
     with pytest.raises(CORRUPT):  # same weights, other coding settings (latent grid)
         other_grid.decode_chunk(chunk)
