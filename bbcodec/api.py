@@ -9,12 +9,22 @@ Example:
 
 A file names its model (registered name) and carries a fingerprint of the weights; decoding
 with other weights is a clear `DecodeError`, never wrong pixels.
+
+**Workers.** A file is a sequence of independently decodable chunks; ``workers=k`` codes
+them in ``k`` worker processes (`bbcodec.parallel`), each running the model with one torch
+thread. The bytes of a chunk do not depend on the number of workers. When the settings
+leave ``chunk_images`` unset (``None``, the default), `plan_chunks` splits the images
+evenly so every worker is busy; an explicit ``chunk_images`` is always obeyed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import io
+import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -24,7 +34,8 @@ import torch
 
 from bbcodec.coding import SEED_GENERATOR
 from bbcodec.container import ContainerReader, ContainerWriter, Header, SeedPolicy
-from bbcodec.image_codec import CodingSettings, DecodeError, ImageCodec, split_chunks
+from bbcodec.image_codec import CodingSettings, DecodeError, split_chunks
+from bbcodec.parallel import code_chunks, decode_chunk_checked, encode_chunk_at
 from bbcodec.zoo import list_models, load_model
 
 __all__ = [
@@ -35,7 +46,9 @@ __all__ = [
     "decompress",
     "decompress_from",
     "default_model_for",
+    "default_workers",
     "load_model",
+    "plan_chunks",
     "weights_fingerprint",
 ]
 
@@ -46,8 +59,51 @@ DEFAULT_MODELS = {
 }
 
 
+#: Largest chunk `plan_chunks` makes when ``chunk_images`` is left to it.
+MAX_AUTO_CHUNK_IMAGES = 4096
+#: Smallest chunk `plan_chunks` splits into (a chunk pays its own seed and batch ramp-up),
+#: and the fewest images per worker `default_workers` starts one for (a worker takes
+#: seconds to start: it imports torch).
+MIN_AUTO_CHUNK_IMAGES = 256
+
+
 class ImageKindError(ValueError):
     """Images the chosen model cannot code (shape, kind or dtype), with what would work."""
+
+
+def plan_chunks(
+    n_images: int, chunk_images: int | None, workers: int, device: str = "cpu"
+) -> tuple[int, int]:
+    """Images per chunk and worker processes for coding ``n_images`` images.
+
+    Workers run on the CPU only (on another device coding stays in-process: 1 worker).
+    ``chunk_images=None`` splits the images evenly into a multiple of the workers' count
+    of chunks, each at most `MAX_AUTO_CHUNK_IMAGES` and, where that allows, at least
+    `MIN_AUTO_CHUNK_IMAGES`; an explicit ``chunk_images`` is kept. The workers are then
+    capped at the number of chunks.
+
+    Example:
+        >>> plan_chunks(2000, None, 2), plan_chunks(10000, None, 2), plan_chunks(300, None, 2)
+        ((1000, 2), (2500, 2), (300, 1))
+        >>> plan_chunks(10000, None, 1), plan_chunks(11, 4, 8)
+        ((3334, 1), (4, 3))
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if not device.startswith("cpu"):
+        workers = 1
+    n = max(n_images, 1)
+    if chunk_images is None:
+        rounds = math.ceil(n / (workers * MAX_AUTO_CHUNK_IMAGES))
+        n_chunks = max(1, min(workers * rounds, n // MIN_AUTO_CHUNK_IMAGES))
+        chunk_images = math.ceil(n / n_chunks)
+    return chunk_images, min(workers, math.ceil(n / chunk_images))
+
+
+def default_workers(n_images: int) -> int:
+    """The CLI's default worker count: one per CPU core (`os.cpu_count`), but at most one
+    per `MIN_AUTO_CHUNK_IMAGES` images, so small jobs stay in-process."""
+    return max(1, min(os.cpu_count() or 1, n_images // MIN_AUTO_CHUNK_IMAGES))
 
 
 @dataclass(frozen=True)
@@ -162,6 +218,7 @@ def compress_to(
     model="auto",
     settings: CodingSettings | None = None,
     progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> CompressReport:
     """Compress images into a ``.bbc`` stream written to ``out``, chunk by chunk.
 
@@ -171,17 +228,32 @@ def compress_to(
         model: a registered name, a weights path, a `LatentVariableModel`, or ``"auto"``
             (chosen by the images' kind and shape).
         settings: coding settings (defaults: `CodingSettings()` with this process's torch
-            thread count).
+            thread count, or one thread with several workers). ``chunk_images=None``
+            lets `plan_chunks` choose; the file records the size used.
         progress: called with the number of images finished, as they finish.
+        workers: worker processes coding chunks side by side (``None``: 1, in this
+            process); capped at the number of chunks (see `plan_chunks`). With more than
+            one, ``settings.torch_threads`` must be 1.
 
     Raises:
         ImageKindError: images the model cannot code.
+        ValueError: ``workers`` < 1, or several workers with ``torch_threads`` ≠ 1.
     """
     batch = _as_batch(images)
     model_obj, model_id = _resolve(model, batch)
     _check_images(model_obj, batch, model_id)
-    settings = settings or CodingSettings(torch_threads=torch.get_num_threads())
-    codec = ImageCodec(model_obj, settings)
+    requested = 1 if workers is None else workers
+    if settings is None:
+        threads = 1 if requested > 1 else torch.get_num_threads()
+        settings = CodingSettings(torch_threads=threads)
+    chunk_images, workers = plan_chunks(len(batch), settings.chunk_images, requested,
+                                        settings.device)  # fmt: skip
+    settings = dataclasses.replace(settings, chunk_images=chunk_images)
+    if workers > 1 and settings.torch_threads != 1:
+        raise ValueError(
+            f"{workers} workers code with one torch thread each: pass settings with "
+            f"torch_threads=1 (got {settings.torch_threads})"
+        )
     header = Header(
         model_id=model_id, weights_sha256=weights_fingerprint(model_obj), settings=settings.to_dict(),
         # words=0: each chunk sizes its own seed and records it in its trailer.
@@ -193,20 +265,25 @@ def compress_to(
     net = initial = 0
     schedules, stacks = [], []
     image_bits: list[float] | None = []
-    for first, count in split_chunks(len(batch), settings.chunk_images):
-        chunk, rate = codec.encode_chunk(batch[first : first + count], progress)
-        writer.write_chunk(type(chunk)(first, count, chunk.words, chunk.pixels_sha256))
-        info, net, initial = (
-            info + rate.information_bits,
-            net + rate.net_bits,
-            initial + rate.initial_bits,
-        )
-        schedules.append(rate.batch_sizes)
-        stacks.append(rate.stack_bits)
-        if image_bits is not None and rate.image_information_bits is not None:
-            image_bits.extend(rate.image_information_bits)
-        else:
-            image_bits = None
+    tasks = (
+        (batch[first : first + count], first)
+        for first, count in split_chunks(len(batch), chunk_images)
+    )
+    results = code_chunks(model_obj, settings, workers, encode_chunk_at, tasks, progress)
+    with contextlib.closing(results):  # an error here stops the workers at once
+        for chunk, rate in results:
+            writer.write_chunk(chunk)
+            info, net, initial = (
+                info + rate.information_bits,
+                net + rate.net_bits,
+                initial + rate.initial_bits,
+            )
+            schedules.append(rate.batch_sizes)
+            stacks.append(rate.stack_bits)
+            if image_bits is not None and rate.image_information_bits is not None:
+                image_bits.extend(rate.image_information_bits)
+            else:
+                image_bits = None
     writer.finalize()
     file_bytes = writer.bytes_written
     per_image = None if image_bits is None else tuple(image_bits)
@@ -215,21 +292,31 @@ def compress_to(
                           image_information_bits=per_image)  # fmt: skip
 
 
-def compress(images, model="auto", settings: CodingSettings | None = None) -> bytes:
+def compress(
+    images, model="auto", settings: CodingSettings | None = None, workers: int | None = None
+) -> bytes:
     """Compress images to ``.bbc`` bytes (see `compress_to`)."""
     buffer = io.BytesIO()
-    compress_to(buffer, images, model, settings)
+    compress_to(buffer, images, model, settings, workers=workers)
     return buffer.getvalue()
 
 
 def decompress_from(
-    f: BinaryIO, model=None, progress: Callable[[int], None] | None = None
+    f: BinaryIO,
+    model=None,
+    progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Decode a ``.bbc`` stream chunk by chunk, yielding (count, H, W[, 3]) uint8 arrays.
 
     Args:
         f: binary file object.
         model: the weights to decode with; by default the registered model the file names.
+        progress: called with the number of images decoded, as they are.
+        workers: worker processes decoding chunks side by side (``None``: 1, in this
+            process), capped at the file's number of chunks; CPU files only (others decode
+            in-process). Every worker runs torch with the thread count the file records.
+            Chunks are yielded in file order either way.
 
     Raises:
         ContainerError: malformed file. DecodeError: wrong model, or a stream that does not
@@ -252,17 +339,21 @@ def decompress_from(
     settings = CodingSettings.from_dict(dict(header.settings))
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
         raise DecodeError(f"this file was encoded on {settings.device}; decoding needs that device")
-    codec = ImageCodec(model_obj, settings)
-    for chunk in reader:
-        shapes = {tuple(s) for s in header.shapes[chunk.first : chunk.stop]}
-        if shapes != {codec.image_shape}:
-            raise DecodeError(
-                f"file images have shapes {sorted(shapes)}; the model codes {codec.image_shape}"
-            )
-        yield codec.decode_chunk(chunk, progress)
+    _, workers = plan_chunks(header.image_count, settings.chunk_images, workers or 1,
+                             settings.device)  # fmt: skip
+
+    def tasks():
+        for chunk in reader:
+            yield chunk, frozenset(tuple(s) for s in header.shapes[chunk.first : chunk.stop])
+
+    results = code_chunks(model_obj, settings, workers, decode_chunk_checked, tasks(), progress)
+    with contextlib.closing(results):
+        yield from results
 
 
-def decompress(data: bytes, model=None) -> np.ndarray | list[np.ndarray]:
+def decompress(
+    data: bytes, model=None, workers: int | None = None
+) -> np.ndarray | list[np.ndarray]:
     """Decode ``.bbc`` bytes to (N, H, W[, 3]) uint8 images (a list where shapes differ)."""
-    parts: Sequence[np.ndarray] = list(decompress_from(io.BytesIO(data), model))
+    parts: Sequence[np.ndarray] = list(decompress_from(io.BytesIO(data), model, workers=workers))
     return np.concatenate(parts) if parts else np.empty((0,), np.uint8)

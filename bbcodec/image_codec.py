@@ -65,7 +65,9 @@ class CodingSettings:
             grid values are exact in float32).
         grid_bound: latents are coded on [−bound, bound] (the prior's tails: N(0,1) → 8).
         max_batch: the largest number of images coded side by side.
-        chunk_images: images per independently decodable chunk.
+        chunk_images: images per independently decodable chunk; ``None`` (the default)
+            lets `bbcodec.api.plan_chunks` choose (up to 4096, split evenly over the
+            workers). A file always records the number used.
         seed: generator seed of the initial bits.
         device: torch device the model ran on (decode on the same kind of device).
         torch_threads: intra-op threads the model ran with (decode uses the same).
@@ -74,7 +76,7 @@ class CodingSettings:
     grid_step_log2: int = -8
     grid_bound: float = 8.0
     max_batch: int = 256
-    chunk_images: int = 4096
+    chunk_images: int | None = None
     seed: int = 0
     device: str = "cpu"
     torch_threads: int = 1
@@ -100,6 +102,8 @@ class CodingSettings:
             settings.grid  # noqa: B018 — validates the grid
         except (TypeError, ValueError) as exc:
             raise DecodeError(f"invalid coding settings in file: {exc}") from None
+        if not isinstance(settings.chunk_images, int) or isinstance(settings.chunk_images, bool):
+            raise DecodeError("invalid coding settings in file: no chunk size")
         if not 1 <= settings.max_batch <= 1 << 16 or not 1 <= settings.chunk_images:
             raise DecodeError("invalid coding settings in file: batch or chunk size out of range")
         return settings

@@ -2,7 +2,8 @@
 
 One run, on the same images:
 
-1. **encode** them for real (`bbcodec.api.compress_to` into memory; timed: images/s);
+1. **encode** them for real (`bbcodec.api.compress_to` into memory; timed: images/s, worker
+   start-up included, with ``--workers`` processes coding chunks side by side);
 2. **decode** the bytes (`bbcodec.api.decompress_from`; timed) and compare every image;
 3. the model's **−ELBO** (`bbcodec.models.evaluate.evaluate`, one z-sample per image; not
    part of the codec timings);
@@ -42,6 +43,7 @@ bits/dim against the number of images coded (the seed's initial bits amortising)
 
 
 def _add_bench(subparsers, common) -> None:
+    from bbcodec.cli.codec_commands import MAX_AUTO_CHUNK_IMAGES, WORKERS_HELP
     from bbcodec.cli.main import _positive_int, _sub
 
     p = _sub(
@@ -74,8 +76,10 @@ def _add_bench(subparsers, common) -> None:
     )  # fmt: skip
     p.add_argument(
         "--chunk-images", type=_positive_int, metavar="C",
-        help="images per independently decodable chunk (default: the codec's)",
+        help="images per independently decodable chunk (default: split evenly over the "
+        f"workers, at most {MAX_AUTO_CHUNK_IMAGES} per chunk)",
     )  # fmt: skip
+    p.add_argument("--workers", type=_positive_int, metavar="N", help=WORKERS_HELP)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_bench)
 
@@ -126,7 +130,7 @@ def _bench(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
     from bbcodec.models.evaluate import check_images, evaluate
     from tqdm import tqdm
 
-    from bbcodec.api import compress_to, decompress_from
+    from bbcodec.api import compress_to, decompress_from, default_workers, plan_chunks
     from bbcodec.baselines import BASELINES, run_baselines
     from bbcodec.container import ContainerError
     from bbcodec.image_codec import CodingSettings
@@ -138,11 +142,14 @@ def _bench(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
         images = images[: args.n]
     check_images(model.config, images, f"{args.data} [{args.split}]")
     n, dims = len(images), int(np.prod(images.shape[1:]))
-    threads = torch.get_num_threads()
-    overrides = {"max_batch": args.max_batch, "chunk_images": args.chunk_images}
+    chunk_images, workers = plan_chunks(
+        n, args.chunk_images, args.workers or default_workers(n), args.device
+    )
+    threads = 1 if workers > 1 else torch.get_num_threads()
+    overrides = {"max_batch": args.max_batch} if args.max_batch is not None else {}
     settings = CodingSettings(
-        seed=args.seed, device=args.device, torch_threads=threads,
-        **{k: v for k, v in overrides.items() if v is not None},
+        chunk_images=chunk_images, seed=args.seed, device=args.device, torch_threads=threads,
+        **overrides,
     )  # fmt: skip
     # A registered name goes into the header as such, so the bytes are those `bbcodec
     # compress` would write; weights given by path are coded as "custom".
@@ -153,7 +160,7 @@ def _bench(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
     with tqdm(total=n, desc="encode", unit="img", disable=quiet) as bar:
         t0 = time.perf_counter()
         report = compress_to(
-            buffer, images, args.model if registered else model, settings, progress=bar.update
+            buffer, images, args.model if registered else model, settings, bar.update, workers
         )
         encode_s = time.perf_counter() - t0
 
@@ -163,7 +170,7 @@ def _bench(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
     with tqdm(total=n, desc="decode", unit="img", disable=quiet) as bar:
         t0 = time.perf_counter()
         try:
-            parts = list(decompress_from(buffer, model, progress=bar.update))
+            parts = list(decompress_from(buffer, model, bar.update, workers))
             decode_s = time.perf_counter() - t0
         except ContainerError as exc:
             failure = f"the file does not decode: {exc}"
@@ -213,6 +220,7 @@ def _bench(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
         "baselines": {name: r.bpd for name, r in baselines.items()},
         "baselines_detail": {name: r.to_dict() for name, r in baselines.items()},
         "threads": threads,
+        "workers": workers,
         "device": args.device,
         "seed": args.seed,
         "coding_settings": settings.to_dict(),
@@ -245,8 +253,10 @@ def _print_table(r: dict[str, Any]) -> None:
         row(name, bpd, f"{detail['settings']} ({detail['seconds']:.1f} s)")
     decode = r["decode_img_per_s"]
     decode_text = "—" if decode is None else f"{decode:.1f} images/s"
+    workers = r.get("workers", 1)
+    who = f"{workers} workers × " if workers > 1 else ""
     print(f"speed      encode {r['encode_img_per_s']:.1f} images/s, decode {decode_text}"
-          f" ({r['threads']} thread{'s' * (r['threads'] != 1)}, {r['device']});"
+          f" ({who}{r['threads']} thread{'s' * (r['threads'] != 1)}, {r['device']});"
           f" −ELBO {r['elbo_img_per_s']:.0f} images/s")  # fmt: skip
     verdict = "ok, every image decodes to itself" if r["roundtrip_ok"] else "FAILED"
     print(f"roundtrip  {verdict}")

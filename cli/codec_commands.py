@@ -37,9 +37,17 @@ _IMAGE_NAME = re.compile(r"^\d{6,}\.png$")
 _SPLIT_KEYS = ("train", "valid", "test", "x_train", "x_valid", "x_test")
 #: The largest batch a file can record (`CodingSettings.from_dict` checks it on decode).
 _MAX_BATCH = 1 << 16
-#: `CodingSettings` defaults, repeated so that `--help` needs no torch (a test compares).
+#: Codec defaults, repeated so that `--help` needs no torch (a test compares):
+#: `CodingSettings.max_batch`, `bbcodec.api.MAX_AUTO_CHUNK_IMAGES` and
+#: `bbcodec.api.MIN_AUTO_CHUNK_IMAGES`.
 DEFAULT_MAX_BATCH = 256
-DEFAULT_CHUNK_IMAGES = 4096
+MAX_AUTO_CHUNK_IMAGES = 4096
+MIN_AUTO_CHUNK_IMAGES = 256
+WORKERS_HELP = (
+    "worker processes coding chunks side by side, one torch thread each (default: one per "
+    f"CPU core, at most one per chunk and per {MIN_AUTO_CHUNK_IMAGES} images; 1 codes in "
+    "this process)"
+)
 
 COMPRESS_DESCRIPTION = """\
 Compress images into one .bbc file with bits-back ANS coding.
@@ -53,6 +61,10 @@ concatenated in argument order and must share one shape.
 The model defaults by image kind and size ({defaults}) and is named in the file, with a
 fingerprint of its weights. A model given as a weights path is recorded as "custom":
 decompress needs the same --model PATH.
+
+The images are coded in independently decodable chunks, several at a time in --workers
+processes (one torch thread each); for a given --chunk-images the file's bytes do not
+depend on the number of workers.
 
 The summary puts the rates side by side, in bits/dim and bits: the file size (every byte:
 header, seeds, chunk framing, ANS overhead), the information content of what was coded
@@ -75,7 +87,8 @@ RGB — `bbcodec compress` reads them back to the same pixels.
 Every chunk is verified (the ANS stack must return exactly to its seed and the pixels must
 match their sha256); a damaged file, or one made with other weights, is an error and
 nothing is written. Decoding runs on the device and with the torch thread count the file
-records (see `--device`)."""
+records (see `--device`); with --workers, each worker process decodes whole chunks with
+that thread count, and the images come out in file order."""
 
 
 def _compress_description() -> str:
@@ -128,9 +141,11 @@ def _add_compress(subparsers, common) -> None:
         "from 1 with the bits already on the stack)",
     )  # fmt: skip
     p.add_argument(
-        "--chunk-images", type=m._positive_int, default=DEFAULT_CHUNK_IMAGES, metavar="N",
-        help=f"images per independently decodable chunk (default {DEFAULT_CHUNK_IMAGES})",
+        "--chunk-images", type=m._positive_int, metavar="N",
+        help="images per independently decodable chunk (default: the images split evenly "
+        f"over the workers, at most {MAX_AUTO_CHUNK_IMAGES} per chunk)",
     )  # fmt: skip
+    p.add_argument("--workers", type=m._positive_int, metavar="N", help=WORKERS_HELP)
     p.add_argument(
         "-v", "--verbose", action="store_true",
         help="per image: model bits (−ELBO estimate), bits written, difference",
@@ -147,7 +162,13 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     m._setup_torch(args)
     import torch
 
-    from bbcodec.api import ImageKindError, compress_to, default_model_for
+    from bbcodec.api import (
+        ImageKindError,
+        compress_to,
+        default_model_for,
+        default_workers,
+        plan_chunks,
+    )
     from bbcodec.image_codec import CodingSettings
     from bbcodec.zoo import list_models, load_model
 
@@ -158,15 +179,18 @@ def _cmd_compress(args: argparse.Namespace) -> int:
             model_name = default_model_for(images)
         except ImageKindError as exc:
             raise ImageKindError(f"{exc}; or pass --model NAME|PATH") from exc
+    chunk_images, workers = plan_chunks(
+        len(images), args.chunk_images, args.workers or default_workers(len(images)), args.device
+    )
     settings = CodingSettings(
-        max_batch=args.max_batch, chunk_images=args.chunk_images, seed=args.seed,
-        device=args.device, torch_threads=torch.get_num_threads(),
+        max_batch=args.max_batch, chunk_images=chunk_images, seed=args.seed, device=args.device,
+        torch_threads=1 if workers > 1 else torch.get_num_threads(),
     )  # fmt: skip
     with (
         _atomic_file(out) as f,
         _progress(len(images), "compress", args.quiet) as bar,
     ):
-        report = compress_to(f, images, model_name, settings, progress=bar.update)
+        report = compress_to(f, images, model_name, settings, bar.update, workers=workers)
         model = load_model(model_name, device=args.device)
         elbo_bits = _neg_elbo_bits(model, images, args.device, args.seed)
     if args.verbose:
@@ -323,6 +347,7 @@ def _add_decompress(subparsers, common) -> None:
         "--threads", type=m._positive_int, metavar="T",
         help="torch CPU threads outside the codec (decoding uses the count the file records)",
     )  # fmt: skip
+    group.add_argument("--workers", type=m._positive_int, metavar="N", help=WORKERS_HELP)
     group.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
     )
@@ -367,7 +392,7 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
         raise DecodeError(
             "the file was made with custom (unregistered) weights: pass --model PATH with them"
         )
-    from bbcodec.api import decompress_from
+    from bbcodec.api import decompress_from, default_workers
     from bbcodec.zoo import load_model
 
     model = load_model(args.model or header.model_id)
@@ -378,8 +403,12 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
     shape = shapes[0] if shapes else ((*model.config.image_hw, 3) if kind == "rgb" else
                                       tuple(model.config.image_hw))  # fmt: skip
     n = header.image_count
-    with open(source, "rb") as f, _progress(n, "decompress", args.quiet) as bar:
-        chunks = decompress_from(f, model, progress=bar.update)
+    workers = args.workers or default_workers(n)  # capped at the chunks by decompress_from
+    with (
+        open(source, "rb") as f,
+        _progress(n, "decompress", args.quiet) as bar,
+        contextlib.closing(decompress_from(f, model, bar.update, workers)) as chunks,
+    ):
         if out.suffix.lower() == ".npy":
             _write_npy(out, chunks, (n, *shape))
         else:

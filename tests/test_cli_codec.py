@@ -129,7 +129,9 @@ def test_help_lists_the_codec_commands(capsys):
 def test_help_defaults_are_the_codec_defaults():
     defaults = CodingSettings()
     assert codec_commands.DEFAULT_MAX_BATCH == defaults.max_batch
-    assert codec_commands.DEFAULT_CHUNK_IMAGES == defaults.chunk_images
+    assert defaults.chunk_images is None  # chosen by plan_chunks
+    assert codec_commands.MAX_AUTO_CHUNK_IMAGES == api.MAX_AUTO_CHUNK_IMAGES
+    assert codec_commands.MIN_AUTO_CHUNK_IMAGES == api.MIN_AUTO_CHUNK_IMAGES
 
 
 def test_usage_errors(capsys, binary_model):

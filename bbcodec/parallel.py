@@ -1,0 +1,257 @@
+"""Independent chunks coded side by side in worker processes.
+
+A ``.bbc`` file is a sequence of chunks, each its own seeded ANS stack, so chunks can be
+coded anywhere in any order: `code_chunks` runs one job per chunk — `encode_chunk_at` or
+`decode_chunk_checked` — either in this process (``workers=1``) or in a pool of worker
+processes, and yields the results **in chunk order** either way. Both ways call the same
+job functions on an `ImageCodec` built from the same model and settings, so the bytes of
+a chunk do not depend on where it was coded.
+
+The pool::
+
+    parent                                   worker k (spawned, one torch thread)
+    ──────                                   ────────
+    tasks ──submit (≤ 2 × workers in flight)─▶ job(codec, *task, progress)
+    results, in order ◀──────────────────────  (Chunk, ChunkRate) | images | exception
+    progress(n) ◀── drained while waiting ───  after each batch: queue.put(n)
+
+- **spawn**, never fork: forking a process whose torch has started its thread pools is
+  unsafe. Each worker unpickles the model once (`_init_worker`), builds one `ImageCodec`
+  and runs torch with ``settings.torch_threads`` threads (the count the file records).
+- **Bounded memory**: at most ``2 × workers`` chunks are submitted and not yet handed to
+  the caller; the next task is read only when the oldest result is taken.
+- **Progress**: workers put the images each batch finished on a `SimpleQueue`, whose
+  ``put`` has written the message before the job returns, so once a chunk's result is in,
+  every count it reported can be drained; the parent drains while it waits.
+- **Errors**: an exception in a job (`DecodeError`, `ChecksumError`, …) is pickled back
+  and re-raised in the parent with its type and message. On any exception in the parent
+  (a job's, ``KeyboardInterrupt``, the caller abandoning the iterator) the pool is torn
+  down: queued jobs are cancelled, the workers terminated and joined.
+- **Ctrl-C is the parent's**: workers start with SIGINT blocked and then ignore it, so
+  one Ctrl-C gives one ``KeyboardInterrupt`` (in the parent), which stops the workers.
+  Workers also exit on their own if the parent process disappears.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import copy
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from multiprocessing import context as mp_context
+from multiprocessing import resource_tracker
+from typing import Any, Self
+
+import numpy as np
+import torch
+
+from bbcodec.container import Chunk
+from bbcodec.image_codec import ChunkRate, CodingSettings, DecodeError, ImageCodec
+
+#: Chunks submitted to the pool and not yet handed to the caller, per worker.
+IN_FLIGHT_PER_WORKER = 2
+#: Seconds between progress drains while waiting for a result.
+_POLL_SECONDS = 0.05
+#: Seconds to wait for terminated workers and the pool's manager thread.
+_JOIN_SECONDS = 10.0
+
+Progress = Callable[[int], None] | None
+
+
+# ----- the jobs (the same functions in-process and in a worker) ---------------------------
+
+
+def encode_chunk_at(
+    codec: ImageCodec, images: np.ndarray, first: int, progress: Progress
+) -> tuple[Chunk, ChunkRate]:
+    """Encode ``images`` as the chunk that starts at image ``first`` of the file."""
+    chunk, rate = codec.encode_chunk(images, progress)
+    return Chunk(first, chunk.count, chunk.words, chunk.pixels_sha256), rate
+
+
+def decode_chunk_checked(
+    codec: ImageCodec, chunk: Chunk, shapes: frozenset, progress: Progress
+) -> np.ndarray:
+    """Decode a chunk whose images the header gives ``shapes``, verified (see
+    `ImageCodec.decode_chunk`); a shape the model does not code is a `DecodeError`."""
+    if shapes != {codec.image_shape}:
+        raise DecodeError(
+            f"file images have shapes {sorted(shapes)}; the model codes {codec.image_shape}"
+        )
+    return codec.decode_chunk(chunk, progress)
+
+
+# ----- the worker side --------------------------------------------------------------------
+
+_worker_codec: ImageCodec | None = None
+_worker_queue = None
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Ends this worker once its parent is gone (a killed parent cannot tear the pool down)."""
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _init_worker(model, settings: CodingSettings, queue, parent_pid: int) -> None:
+    global _worker_codec, _worker_queue
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked at start
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    torch.set_num_threads(settings.torch_threads)
+    _worker_codec = ImageCodec(model, settings)
+    _worker_queue = queue
+
+
+def _report(n: int) -> None:
+    _worker_queue.put(n)
+
+
+def _run_job(job: Callable, args: tuple) -> Any:
+    return job(_worker_codec, *args, _report)
+
+
+class _QuietProcess(mp_context.SpawnProcess):
+    """A spawned process that starts with SIGINT blocked (it inherits the mask), so Ctrl-C
+    during its start-up (importing torch) cannot interrupt it; `_init_worker` then ignores
+    SIGINT for good."""
+
+    def start(self) -> None:
+        if not hasattr(signal, "pthread_sigmask"):
+            return super().start()
+        # Starting the resource tracker unblocks SIGINT in this thread: do it first.
+        resource_tracker.ensure_running()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            super().start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class _QuietSpawnContext(mp_context.SpawnContext):
+    Process = _QuietProcess
+
+
+# ----- the parent side --------------------------------------------------------------------
+
+
+class ChunkPool:
+    """Worker processes that each hold one `ImageCodec` for ``model`` and ``settings``.
+
+    Use as a context manager: a clean exit shuts the pool down in order; an exception
+    (``KeyboardInterrupt`` and ``GeneratorExit`` included) terminates the workers.
+
+    Args:
+        model: a `LatentVariableModel` on the CPU (pickled to each worker once).
+        settings: the coding settings; the workers run torch with ``torch_threads``.
+        workers: number of processes, ≥ 1.
+    """
+
+    def __init__(self, model, settings: CodingSettings, workers: int):
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        if any(t.device.type != "cpu" for t in model.state_dict().values()):
+            model = copy.deepcopy(model).cpu()  # workers get CPU tensors; the caller's stay
+        context = _QuietSpawnContext()
+        self.workers = workers
+        self._queue = context.SimpleQueue()
+        self._executor = concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_init_worker,
+            initargs=(model, settings, self._queue, os.getpid()),
+        )  # fmt: skip
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._executor.shutdown(wait=True)
+        else:
+            self.terminate()
+        self._queue.close()
+
+    def terminate(self) -> None:
+        """Cancel queued jobs, terminate the workers and wait until they are gone."""
+        executor = self._executor
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        manager = getattr(executor, "_executor_manager_thread", None)
+        executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        if manager is not None:
+            manager.join(_JOIN_SECONDS)
+        for process in processes:
+            process.join(_JOIN_SECONDS)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+    def _drain(self, progress: Progress) -> None:
+        while not self._queue.empty():
+            n = self._queue.get()
+            if progress is not None:
+                progress(n)
+
+    def _result(self, future: concurrent.futures.Future, progress: Progress) -> Any:
+        while not future.done():
+            self._drain(progress)
+            concurrent.futures.wait([future], timeout=_POLL_SECONDS)
+        self._drain(progress)  # every count the job reported is in the queue by now
+        try:
+            return future.result()
+        except concurrent.futures.process.BrokenProcessPool as exc:
+            raise RuntimeError(
+                "a coding worker process died unexpectedly (out of memory?)"
+            ) from exc
+
+    def map(self, job: Callable, tasks: Iterable[tuple], progress: Progress = None) -> Iterator:
+        """``job(codec, *task, progress)`` for each task, run in the workers; results in order.
+
+        An exception raised while reading ``tasks`` is raised after the results of the
+        tasks read before it, as it would be in-process.
+        """
+        pending: collections.deque[concurrent.futures.Future] = collections.deque()
+        tasks = iter(tasks)
+        more = True
+        while True:
+            while more and len(pending) < IN_FLIGHT_PER_WORKER * self.workers:
+                try:
+                    args = next(tasks)
+                except StopIteration:
+                    more = False
+                    break
+                except Exception as exc:  # noqa: BLE001 — re-raised in order, below
+                    failed: concurrent.futures.Future = concurrent.futures.Future()
+                    failed.set_exception(exc)
+                    pending.append(failed)
+                    more = False
+                    break
+                pending.append(self._executor.submit(_run_job, job, args))
+            if not pending:
+                return
+            yield self._result(pending.popleft(), progress)
+
+
+def code_chunks(
+    model, settings: CodingSettings, workers: int, job: Callable, tasks: Iterable[tuple],
+    progress: Progress = None,
+) -> Iterator:  # fmt: skip
+    """``job(codec, *task, progress)`` for each task, in order: in this process when
+    ``workers`` is 1, else in a `ChunkPool` of ``workers`` processes.
+
+    Close the iterator (``contextlib.closing``) if you may stop before its end: that is
+    what tears the pool down at once.
+    """
+    if workers <= 1:
+        codec = ImageCodec(model, settings)
+        for args in tasks:
+            yield job(codec, *args, progress)
+        return
+    with ChunkPool(model, settings, workers) as pool:
+        yield from pool.map(job, tasks, progress)
