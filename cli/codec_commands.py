@@ -39,13 +39,13 @@ _SPLIT_KEYS = ("train", "valid", "test", "x_train", "x_valid", "x_test")
 _MAX_BATCH = 1 << 16
 #: Codec defaults, repeated so that `--help` needs no torch (a test compares):
 #: `CodingSettings.max_batch`, `bbcodec.api.MAX_AUTO_CHUNK_IMAGES` and
-#: `bbcodec.api.MIN_AUTO_CHUNK_IMAGES`.
+#: `bbcodec.api.MIN_IMAGES_PER_WORKER`.
 DEFAULT_MAX_BATCH = 256
 MAX_AUTO_CHUNK_IMAGES = 4096
-MIN_AUTO_CHUNK_IMAGES = 256
+MIN_IMAGES_PER_WORKER = 1024
 WORKERS_HELP = (
     "worker processes coding chunks side by side, one torch thread each (default: one per "
-    f"CPU core, at most one per chunk and per {MIN_AUTO_CHUNK_IMAGES} images; 1 codes in "
+    f"CPU core, at most one per chunk and per {MIN_IMAGES_PER_WORKER} images; 1 codes in "
     "this process)"
 )
 

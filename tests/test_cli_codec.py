@@ -131,7 +131,7 @@ def test_help_defaults_are_the_codec_defaults():
     assert codec_commands.DEFAULT_MAX_BATCH == defaults.max_batch
     assert defaults.chunk_images is None  # chosen by plan_chunks
     assert codec_commands.MAX_AUTO_CHUNK_IMAGES == api.MAX_AUTO_CHUNK_IMAGES
-    assert codec_commands.MIN_AUTO_CHUNK_IMAGES == api.MIN_AUTO_CHUNK_IMAGES
+    assert codec_commands.MIN_IMAGES_PER_WORKER == api.MIN_IMAGES_PER_WORKER
 
 
 def test_usage_errors(capsys, binary_model):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import os
 import time
 
 import numpy as np
@@ -110,9 +111,8 @@ def test_chunk_plan_keeps_every_worker_busy():
     assert plan_chunks(10_000, None, 2) == (2500, 2)  # four chunks of at most 4096
     assert plan_chunks(10_000, None, 1) == (3334, 1)
     assert plan_chunks(9000, None, 3) == (3000, 3)
-    assert plan_chunks(300, None, 2) == (300, 1)  # too few images to split
-    assert plan_chunks(600, None, 8) == (300, 2)  # chunks of at least 256 where possible
-    assert plan_chunks(11, 4, 8) == (4, 3)  # explicit chunks kept; workers ≤ chunks
+    assert plan_chunks(5, None, 8) == (1, 5)  # workers ≤ chunks ≤ images
+    assert plan_chunks(11, 4, 8) == (4, 3)  # explicit chunks kept
     assert plan_chunks(11, 4, 1) == (4, 1)
     assert plan_chunks(2000, None, 2, "cuda") == (2000, 1)  # workers are CPU processes
     with pytest.raises(ValueError, match="at least 1"):
@@ -121,9 +121,12 @@ def test_chunk_plan_keeps_every_worker_busy():
         for workers in (1, 2, 3, 8):
             chunk, used = plan_chunks(n, None, workers)
             n_chunks = -(-n // chunk)
-            assert chunk <= api.MAX_AUTO_CHUNK_IMAGES and 1 <= used <= min(workers, n_chunks)
-            if n >= workers * api.MIN_AUTO_CHUNK_IMAGES:
-                assert n_chunks % workers == 0 and used == workers
+            assert chunk <= api.MAX_AUTO_CHUNK_IMAGES and used == min(workers, n)
+            assert n_chunks == used * -(-n_chunks // used)  # a multiple of the workers
+            assert chunk * (n_chunks - 1) < n  # even: no chunk is left empty
+    # The CLI starts one worker per core, but not for fewer images than make it pay.
+    assert api.default_workers(10) == 1
+    assert api.default_workers(10**6) == (os.cpu_count() or 1)
 
 
 def test_the_file_records_the_chunk_size_used():
@@ -144,8 +147,8 @@ def test_several_workers_need_one_torch_thread():
     with pytest.raises(ValueError, match="at least 1"):
         compress_to(io.BytesIO(), images, model, workers=0)
     # One chunk leaves one worker, in-process: any thread count is fine.
-    data = bbcodec.compress(images, model=model, settings=CodingSettings(torch_threads=2),
-                            workers=2)  # fmt: skip
+    one_chunk = CodingSettings(chunk_images=8, torch_threads=2)
+    data = bbcodec.compress(images, model=model, settings=one_chunk, workers=2)
     assert loads(data)[0].settings["torch_threads"] == 2
 
 
@@ -172,14 +175,14 @@ def test_the_cli_passes_workers_through(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(api, "decompress_from", decompress_from_)
     monkeypatch.chdir(tmp_path)
     common = ["--model", str(weights), "-q"]
-    assert main(["compress", "x.npy", "-o", "a.bbc", *common]) == 0
+    assert main(["compress", "x.npy", "-o", "a.bbc", *common]) == 0  # 10 images: 1 worker
     assert main(["compress", "x.npy", "-o", "b.bbc", "--workers", "4", "--chunk-images", "3",
                  *common]) == 0  # fmt: skip
     assert main(["decompress", "b.bbc", "-o", "b.npy", "--workers", "3", *common]) == 0
     assert main(["decompress", "a.bbc", "-o", "a.npy", *common]) == 0
     capsys.readouterr()
     assert seen == [
-        ("compress", 1, 10, torch.get_num_threads()),  # 10 images: in-process, one chunk
+        ("compress", 1, 10, torch.get_num_threads()),  # in-process, one chunk
         ("compress", 4, 3, 1),  # four chunks of ≤ 3: four workers, one thread each
         ("decompress", 3),
         ("decompress", 1),
