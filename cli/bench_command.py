@@ -316,13 +316,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         _write_json(args.json, _finite(result))
         print(f"wrote {args.json}")
-    try:
-        write_plot(result, plot)
-        print(f"wrote {plot}")
-    except ImportError:
-        if args.plot:
-            raise ValueError("--plot needs matplotlib: pip install matplotlib") from None
-        print("no plot: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
+    write_plot(result, plot)
+    print(f"wrote {plot}")
     if failure is not None:
         print(f"bbcodec: error: roundtrip failed: {failure}", file=sys.stderr)
         return ROUNDTRIP_FAILED
