@@ -35,6 +35,7 @@ import torch
 from bbcodec.coding import SEED_GENERATOR
 from bbcodec.container import ContainerReader, ContainerWriter, Header, SeedPolicy
 from bbcodec.image_codec import CodingSettings, DecodeError, split_chunks
+from bbcodec.models.data import dataset_kind
 from bbcodec.parallel import code_chunks, decode_chunk_checked, encode_chunk_at
 from bbcodec.zoo import list_models, load_model
 
@@ -151,12 +152,6 @@ def weights_fingerprint(model) -> bytes:
     return digest.digest()
 
 
-def _image_kind(images: np.ndarray) -> str:
-    if images.ndim == 4 and images.shape[-1] == 3:
-        return "rgb"
-    return "binary" if images.size and images.max() <= 1 else "grey"
-
-
 def _as_batch(images) -> np.ndarray:
     """Accepts (N, H, W[, 3]) arrays, one (H, W[, 3]) image or a sequence of same-shape images."""
     if isinstance(images, np.ndarray):
@@ -179,7 +174,7 @@ def _as_batch(images) -> np.ndarray:
 
 def default_model_for(images: np.ndarray) -> str:
     """The shipped model for these images' kind and shape, or an `ImageKindError`."""
-    key = (_image_kind(images), tuple(images.shape[1:3]))
+    key = (dataset_kind(images), tuple(images.shape[1:3]))
     if key not in DEFAULT_MODELS:
         known = "; ".join(f"{k} {h}x{w} → {name}" for (k, (h, w)), name in DEFAULT_MODELS.items())
         raise ImageKindError(

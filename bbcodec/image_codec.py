@@ -45,7 +45,7 @@ from bbcodec.coding import (
     Seed,
     Uniform,
 )
-from bbcodec.coding.quantization import PROBABILITY_BITS
+from bbcodec.coding.rate import symbol_bits
 from bbcodec.container import ChecksumError, Chunk, ContainerError, pixels_checksum
 
 MAX_SEED_WORDS = 1 << 16
@@ -134,12 +134,6 @@ class ChunkRate(NamedTuple):
     image_information_bits: tuple[float, ...] | None = None
 
 
-def _symbol_bits(leaf, symbols: np.ndarray) -> np.ndarray:
-    """Information content (bits, float64) of each symbol under ``leaf``."""
-    numerators = leaf.fixed_point_probabilities(symbols)
-    return PROBABILITY_BITS - np.log2(numerators.astype(np.float64))
-
-
 class _PerImageMeter(InformationMeter):
     """An `InformationMeter` that also splits the information content by image.
 
@@ -171,12 +165,12 @@ class _PerImageMeter(InformationMeter):
         self.image_bits[self.first : self.first + b] += per_image
 
     def record_push(self, leaf, symbols: np.ndarray) -> None:
-        bits = _symbol_bits(leaf, symbols)
+        bits = symbol_bits(leaf, symbols)
         self.pushed_bits += float(np.sum(bits))
         self._split(bits, image_major=False)
 
     def record_pop(self, leaf, symbols: np.ndarray) -> None:
-        bits = _symbol_bits(leaf, symbols)
+        bits = symbol_bits(leaf, symbols)
         self.popped_bits += float(np.sum(bits))
         self._split(-bits, image_major=True)
 

@@ -31,22 +31,27 @@ from bbcodec.coding.message import WORD_BITS, Message
 from bbcodec.coding.protocols import LeafCodec
 from bbcodec.coding.quantization import PROBABILITY_BITS
 
-__all__ = ["BitsPerDim", "InformationMeter", "RateReport", "information_bits"]
+__all__ = ["BitsPerDim", "InformationMeter", "RateReport", "information_bits", "symbol_bits"]
 
 
-def information_bits(leaf: LeafCodec, symbols: np.ndarray) -> float:
-    """Information content of ``symbols`` under ``leaf``, in bits.
+def symbol_bits(leaf: LeafCodec, symbols: np.ndarray) -> np.ndarray:
+    """Information content of each symbol under ``leaf``, in bits.
 
     Args:
         leaf: A leaf codec (it knows its fixed-point probabilities).
         symbols: The symbols, shaped as the leaf codes them.
 
     Returns:
-        ``sum(PROBABILITY_BITS - log2(p))`` over the symbols, ``p`` the integer
-        probabilities out of ``2**PROBABILITY_BITS`` that the coder uses.
+        float64 array shaped like the leaf's probabilities: ``PROBABILITY_BITS - log2(p)``,
+        ``p`` the integer probabilities out of ``2**PROBABILITY_BITS`` the coder uses.
     """
     numerators = leaf.fixed_point_probabilities(symbols)
-    return float(np.sum(PROBABILITY_BITS - np.log2(numerators.astype(np.float64))))
+    return PROBABILITY_BITS - np.log2(numerators.astype(np.float64))
+
+
+def information_bits(leaf: LeafCodec, symbols: np.ndarray) -> float:
+    """Information content of ``symbols`` under ``leaf``, in bits (`symbol_bits` summed)."""
+    return float(np.sum(symbol_bits(leaf, symbols)))
 
 
 @dataclass
