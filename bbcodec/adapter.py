@@ -125,6 +125,11 @@ class ModelAdapter:
         )
         return LogisticMixtureRGBParams(p[:, :k], means, log_scales, coeffs)
 
+    def pixel_codec(self, raw: torch.Tensor) -> Codec:
+        """The codec of n pixels coded side by side, from their (n, P) head parameters:
+        symbols (n,), or (n, 3) for RGB (R of all n, then G, then B)."""
+        return self._pixel_leaf(self._pixel_params(raw), raw.shape[0])
+
     def likelihood(self, latents: np.ndarray) -> Relayout:
         """P(x|z̄) for (B, D) grid symbols; codes (B, H, W[, 3]) uint8 images pixel by pixel."""
         batch = latents.shape[0]

@@ -47,6 +47,7 @@ from bbcodec.coding import (
 )
 from bbcodec.coding.rate import symbol_bits
 from bbcodec.container import ChecksumError, Chunk, ContainerError, pixels_checksum
+from bbcodec.tiled_codec import TiledImage
 
 MAX_SEED_WORDS = 1 << 16
 MAX_BATCHES = 1 << 16
@@ -232,10 +233,19 @@ class ImageCodec:
     def encode_chunk(
         self, images: np.ndarray, progress: Callable[[int], None] | None = None
     ) -> tuple[Chunk, ChunkRate]:
-        """Encode (N, H, W[, 3]) uint8 images into one chunk (``first`` = 0; caller sets it)."""
-        if images.shape[1:] != self.image_shape or images.dtype != np.uint8:
+        """Encode (N, H, W[, 3]) uint8 images into one chunk (``first`` = 0; caller sets it).
+
+        Images of the model's shape are coded in batches; one image of another size is
+        coded alone, tiled (`bbcodec.tiled_codec`; local-decoder models only).
+        """
+        if images.dtype != np.uint8 or images.shape[3:] != self.image_shape[2:]:
             raise ValueError(
-                f"images must be uint8 {self.image_shape}, got {images.dtype} {images.shape[1:]}"
+                f"images must be uint8 (N, H, W{', 3' if len(self.image_shape) == 3 else ''}), "
+                f"got {images.dtype} {images.shape}"
+            )
+        if images.shape[1:] != self.image_shape and len(images) != 1:
+            raise ValueError(
+                f"images of another shape than the model's {self.image_shape} go one per chunk"
             )
         seed_words = initial_seed_words(self.adapter.latent_dim)
         reported = 0
@@ -255,6 +265,8 @@ class ImageCodec:
                 raise RuntimeError("one image needs more initial bits than any seed allows")
 
     def _try_encode(self, images, seed_words, report: Callable[[int], None]):
+        if images.shape[1:] != self.image_shape:
+            return self._try_encode_tiled(images, seed_words, report)
         n = len(images)
         message = Message.seeded(self.settings.seed, seed_words)
         message.meter = meter = _PerImageMeter(n)
@@ -288,17 +300,40 @@ class ImageCodec:
                          image_information_bits=image_bits)  # fmt: skip
         return chunk, rate
 
+    def _try_encode_tiled(self, images, seed_words, report: Callable[[int], None]):
+        message = Message.seeded(self.settings.seed, seed_words)
+        message.meter = meter = InformationMeter()
+        try:
+            TiledImage(self.adapter, images.shape[1:]).push(message, images[0])
+        except MessageUnderflowError:
+            return None
+        message.meter = None
+        _trailer_push(message, seed_words, [1], self.settings.max_batch)
+        report(1)
+        words = message.to_words()
+        chunk = Chunk(first=0, count=1, words=words, pixels_sha256=pixels_checksum(images))
+        rate = ChunkRate(meter.net_bits, message.num_bits() - message.initial_bits,
+                         message.initial_bits, 32 * len(words), (1,),
+                         image_information_bits=(meter.net_bits,))  # fmt: skip
+        return chunk, rate
+
     def decode_chunk(
-        self, chunk: Chunk, progress: Callable[[int], None] | None = None
+        self,
+        chunk: Chunk,
+        progress: Callable[[int], None] | None = None,
+        shape: tuple[int, ...] | None = None,
     ) -> np.ndarray:
         """Decode a chunk to (count, H, W[, 3]) uint8 images, verified.
+
+        ``shape`` is the images' shape from the file header (default: the model's); a chunk
+        of one image of another shape was coded tiled.
 
         Raises:
             DecodeError: the stream does not decode (corrupt, wrong model or settings).
             ChecksumError: decoded pixels differ from the stored checksum.
         """
         try:
-            images = self._run(self._decode, chunk, progress)
+            images = self._run(self._decode, chunk, progress, shape or self.image_shape)
         except (MessageError, ValueError, OverflowError) as exc:
             if isinstance(exc, ContainerError):
                 raise
@@ -313,14 +348,21 @@ class ImageCodec:
             )
         return images
 
-    def _decode(self, chunk: Chunk, progress) -> np.ndarray:
+    def _decode(self, chunk: Chunk, progress, shape: tuple[int, ...]) -> np.ndarray:
         message = Message.from_words(np.asarray(chunk.words, dtype=np.uint32))
         seed_words, schedule = _trailer_pop(message, self.settings.max_batch)
         if sum(schedule) != chunk.count:
             raise DecodeError(
                 f"chunk schedule codes {sum(schedule)} images but the chunk holds {chunk.count}"
             )
-        images = np.empty((chunk.count, *self.image_shape), dtype=np.uint8)
+        images = np.empty((chunk.count, *shape), dtype=np.uint8)
+        if shape != self.image_shape:
+            if chunk.count != 1:
+                raise DecodeError(f"a chunk of {chunk.count} images of shape {shape}: expected 1")
+            images[0] = TiledImage(self.adapter, shape).pop(message)
+            schedule = []
+            if progress is not None:
+                progress(1)
         end = chunk.count
         for batch in reversed(schedule):
             images[end - batch : end] = self._bits_back(batch).pop(message)

@@ -77,12 +77,14 @@ def decode_chunk_checked(
     codec: ImageCodec, chunk: Chunk, shapes: frozenset, progress: Progress
 ) -> np.ndarray:
     """Decode a chunk whose images the header gives ``shapes``, verified (see
-    `ImageCodec.decode_chunk`); a shape the model does not code is a `DecodeError`."""
-    if shapes != {codec.image_shape}:
+    `ImageCodec.decode_chunk`): the model's shape, or one image of another (tiled)."""
+    if len(shapes) != 1 or (shapes != {codec.image_shape} and chunk.count != 1):
         raise DecodeError(
-            f"file images have shapes {sorted(shapes)}; the model codes {codec.image_shape}"
+            f"a chunk of {chunk.count} images of shapes {sorted(shapes)}: the model codes "
+            f"{codec.image_shape}, and images of other shapes one per chunk"
         )
-    return codec.decode_chunk(chunk, progress)
+    (shape,) = shapes
+    return codec.decode_chunk(chunk, progress, shape)
 
 
 # ----- the worker side --------------------------------------------------------------------

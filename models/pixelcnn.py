@@ -68,29 +68,40 @@ class CausalConv(nn.Module):
         padded = F.pad(x, (c, c, r, 0))
         return F.conv2d(padded, self.masked_weight(), self.bias)
 
+    def taps(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Offsets (Δrow, Δcol) of the unmasked positions, each (m,), Δrow ∈ [−r, 0]."""
+        rows, cols = torch.nonzero(self.mask, as_tuple=True)
+        return rows - self.rows_above, cols - self.half_width
+
+    def tap_weight(self) -> torch.Tensor:
+        """(C_out, C_in · m) weights of the unmasked positions, in `taps` order."""
+        rows, cols = torch.nonzero(self.mask, as_tuple=True)
+        return self.weight[:, :, rows, cols].flatten(1)
+
     def at(
         self,
         canvas: torch.Tensor,
         pad: tuple[int, int],
-        i: int,
-        j: int,
-        flat_weight: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        tap_weight: torch.Tensor,
     ) -> torch.Tensor:
-        """Output at one position from a padded canvas.
+        """Outputs at n positions, reading only their causal neighbourhoods.
 
         Args:
             canvas: (B, C_in, H + pad_top, W + 2·pad_side) with the image at
                 ``[pad_top:, pad_side:-pad_side]`` and zeros elsewhere.
             pad: (pad_top, pad_side), each ≥ this layer's reach.
-            i, j: pixel position in the image.
-            flat_weight: ``masked_weight().flatten(1)``, computed once by the caller.
+            rows, cols: (n,) int64 pixel positions in the image.
+            tap_weight: ``tap_weight()``, computed once by the caller.
         Returns:
-            (B, C_out).
+            (B · n, C_out), position-minor.
         """
-        r, c = self.rows_above, self.half_width
         top, side = pad
-        patch = canvas[:, :, top + i - r : top + i + 1, side + j - c : side + j + c + 1]
-        return F.linear(patch.flatten(1), flat_weight, self.bias)
+        d_rows, d_cols = (t.to(canvas.device) for t in self.taps())
+        patch = canvas[:, :, (top + rows)[:, None] + d_rows, (side + cols)[:, None] + d_cols]
+        # (B, C_in, n, m) → (B · n, C_in · m), matching tap_weight's (C_in, m) order.
+        return F.linear(patch.transpose(1, 2).flatten(2).flatten(0, 1), tap_weight, self.bias)
 
 
 class RowContext(nn.Module):
@@ -214,19 +225,32 @@ class PixelDecoder(nn.Module):
 
 
 class PixelStepper:
-    """Per-pixel conditionals in raster order, for coding (both encoder and decoder).
+    """Per-pixel conditionals for coding, on both the encoder's and the decoder's side.
 
-    Call ``params(t)`` for pixel t = i·W + j, then ``write(t, pixels)`` with its value,
-    for t = 0, 1, …; the stepper keeps the canvas of pixels written so far and the row
-    state. Both coding sides make exactly the same calls, so the parameters match bit for
-    bit. Each step is a few (B, ·) matrix products.
+    A step takes n positions whose causal neighbourhoods are already written:
+    ``params_at(rows, cols)`` gives their parameters and ``write_at(rows, cols, pixels)``
+    records their values. Raster order is ``params(t)`` / ``write(t, pixels)`` for
+    t = i·W + j; a local decoder may also take many positions per step (a wavefront, see
+    `bbcodec.tiled_codec`), the row context only raster steps. A step reads the canvas only
+    at the unmasked taps of its positions, so what the canvas holds elsewhere does not
+    matter (an encoder may write the whole image first) and both sides, making the same
+    calls, get the same parameters bit for bit. Each step is a few (B · n, ·) matrix products.
+
+    Args:
+        decoder: the `PixelDecoder`.
+        features: (B, H, W, C) conditioning features; a local decoder takes any H, W (the
+            caller may fill ``features`` region by region before stepping there).
     """
 
     def __init__(self, decoder: PixelDecoder, features: torch.Tensor):
         self.decoder = decoder
         self.features = features
-        batch = features.shape[0]
-        height, width = decoder.image_hw
+        batch, height, width = features.shape[:3]
+        if decoder.row is not None and (height, width) != decoder.image_hw:
+            raise ValueError(
+                f"a full-causal-past decoder codes {decoder.image_hw} images, not {(height, width)}"
+            )
+        self.image_hw = (height, width)
         top = decoder.local.rows_above
         side = max(decoder.local.half_width, width - 1 if decoder.row is not None else 0)
         self.pad = (top, side)
@@ -234,35 +258,53 @@ class PixelStepper:
         self.canvas = features.new_zeros(batch, in_ch, height + top, width + 2 * side)
         self.row_state = None
         self.row_above = None
-        self.local_weight = decoder.local.masked_weight().detach().flatten(1)
+        self.local_weight = decoder.local.tap_weight().detach()
         if decoder.row is not None:
             self.row_state = features.new_zeros(batch, decoder.row.hidden, width)
-            self.left_weight = decoder.row.left.masked_weight().detach().flatten(1)
+            self.left_weight = decoder.row.left.tap_weight().detach()
+
+    @torch.no_grad()
+    def params_at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """(B, n, P) constrained head parameters at n positions (local decoders only)."""
+        if self.decoder.row is not None:
+            raise ValueError("a full-causal-past decoder steps in raster order (params(t))")
+        return self._local_params(rows, cols)
+
+    def _local_params(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        dec = self.decoder
+        batch = self.canvas.shape[0]
+        hidden = dec.local.at(self.canvas, self.pad, rows, cols, self.local_weight)
+        hidden = hidden + self.features[:, rows, cols].flatten(0, 1)
+        return dec._finish(hidden).view(batch, len(rows), -1)
 
     @torch.no_grad()
     def params(self, t: int) -> torch.Tensor:
-        """(B, P) constrained head parameters of pixel t for every image in the batch."""
+        """(B, P) constrained head parameters of pixel t (raster order) for every image."""
         dec = self.decoder
-        width = dec.image_hw[1]
+        width = self.image_hw[1]
         i, j = divmod(t, width)
+        at = torch.tensor([i]), torch.tensor([j])
+        if dec.row is None:
+            return self._local_params(*at)[:, 0]
+        if j == 0:
+            if i > 0:
+                top, side = self.pad
+                row = self.canvas[:, :, top + i - 1, side : side + width]
+                self.row_state = dec.row.next_state(self.row_state, row)
+            self.row_above = dec.row.out(self.row_state.transpose(1, 2))  # (B, W, C)
         hidden = (
-            dec.local.at(self.canvas, self.pad, i, j, self.local_weight) + self.features[:, i, j]
+            dec.local.at(self.canvas, self.pad, *at, self.local_weight) + self.features[:, i, j]
         )
-        if dec.row is not None:
-            if j == 0:
-                if i > 0:
-                    top, side = self.pad
-                    row = self.canvas[:, :, top + i - 1, side : side + width]
-                    self.row_state = dec.row.next_state(self.row_state, row)
-                self.row_above = dec.row.out(self.row_state.transpose(1, 2))  # (B, W, C)
-            left = dec.row.left.at(self.canvas, self.pad, i, j, self.left_weight)
-            hidden = hidden + self.row_above[:, j] + left
-        return dec._finish(hidden)
+        left = dec.row.left.at(self.canvas, self.pad, *at, self.left_weight)
+        return dec._finish(hidden + self.row_above[:, j] + left)
+
+    def write_at(self, rows: torch.Tensor, cols: torch.Tensor, pixels: torch.Tensor) -> None:
+        """Record the values at n positions: (B, n) uint8, or (B, n, 3) for RGB."""
+        top, side = self.pad
+        as_image = pixels_to_input(self.decoder.kind, pixels.unsqueeze(2))  # (B, C_in, n, 1)
+        self.canvas[:, :, top + rows, side + cols] = as_image[..., 0]
 
     def write(self, t: int, pixels: torch.Tensor) -> None:
-        """Record pixel t's values: (B,) uint8, or (B, 3) for RGB."""
-        dec = self.decoder
-        i, j = divmod(t, dec.image_hw[1])
-        top, side = self.pad
-        shaped = pixels.reshape(-1, 1, 1, 3) if dec.kind == "rgb" else pixels.reshape(-1, 1, 1)
-        self.canvas[:, :, top + i, side + j] = pixels_to_input(dec.kind, shaped)[:, :, 0, 0]
+        """Record pixel t's values (raster order): (B,) uint8, or (B, 3) for RGB."""
+        i, j = divmod(t, self.image_hw[1])
+        self.write_at(torch.tensor([i]), torch.tensor([j]), pixels.unsqueeze(1))

@@ -38,7 +38,7 @@ PRESETS: dict[str, tuple[ModelConfig, Recipe]] = {
         Recipe(),
     ),
     "vlae-cifar10": (
-        ModelConfig("vlae", "rgb", (32, 32), latent_dim=64, channels=96, kernel_size=7, n_blocks=4, n_mixtures=10),
+        ModelConfig("vlae", "rgb", (32, 32), latent_dim=64, channels=96, kernel_size=7, n_blocks=4, n_mixtures=5),
         Recipe(),
     ),
     "delta-vae-cifar10": (

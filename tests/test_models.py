@@ -188,6 +188,40 @@ def test_step_path_matches_all_at_once_and_is_deterministic(family, kind):
     assert torch.equal(run_stepper(model, x, z, prefill=True), stepped)
 
 
+def run_wavefront(model, x: torch.Tensor, z: torch.Tensor, prefill: bool) -> torch.Tensor:
+    """Params (N, H, W, P) stepping many positions at a time: pixel (i, j) at step j + 2i."""
+    height, width = model.config.image_hw
+    stepper = model.pixel_stepper(z)
+    everything = torch.arange(height * width)
+    if prefill:
+        stepper.write_at(everything // width, everything % width, x.flatten(1, 2))
+    out = torch.zeros(len(x), height, width, model.decoder.head.out_features)
+    for t in range(width + 2 * (height - 1)):
+        rows = torch.arange(max(0, -(-(t - width + 1) // 2)), min(height - 1, t // 2) + 1)
+        cols = t - 2 * rows
+        out[:, rows, cols] = stepper.params_at(rows, cols)
+        stepper.write_at(rows, cols, x[:, rows, cols])
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_wavefront_steps_match_all_at_once_and_read_only_their_past(kind):
+    model = tiny_model("vlae", kind)  # kernel 3: (i, j) sees (i-1, j+1), coded at step t-1
+    x = random_images(kind, 2, seed=3)
+    z = random_latents(model, 2, seed=3)
+    with torch.no_grad():
+        full = model.likelihood_params(x, z)
+    stepped = run_wavefront(model, x, z, prefill=False)
+    torch.testing.assert_close(stepped, full, rtol=0, atol=1e-5)
+    assert torch.equal(run_wavefront(model, x, z, prefill=True), stepped)
+
+
+def test_a_full_causal_past_decoder_refuses_wavefront_steps():
+    stepper = tiny_model("delta-vae", "grey").pixel_stepper(torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="raster"):
+        stepper.params_at(torch.tensor([0]), torch.tensor([0]))
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_prior_step_equals_all_at_once_bitwise(family):
     model = tiny_model(family, "binary")

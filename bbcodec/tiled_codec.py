@@ -1,0 +1,165 @@
+"""Images of any size: one image, one pixel wavefront, one latent per model-sized tile.
+
+A model trained on tiles of ``(th, tw)`` pixels (say CIFAR-10's 32×32) codes a photo of
+any ``(H, W)`` as follows.
+
+- **Pixels** are one image: a local decoder's causal neighbourhood crosses tile borders,
+  so the photo has no seams in the pixel context, and only the photo's own pixels are
+  coded (nothing is padded). They go in *wavefront* order: pixel (i, j) is coded at step
+  ``j + skew·i`` with ``skew = half_width + 1``, so every pixel's neighbourhood (rows
+  above up to ``half_width`` columns to the right, and the pixel to its left) is coded at
+  earlier steps. All pixels of a step are coded side by side: a 768×512 photo takes
+  2,812 steps, not 393,216.
+- **Latents**: tile ``(a, b)`` covers rows ``a·th ..`` and columns ``b·tw ..`` (tiles at
+  the right and bottom edges may be smaller). Its latent z̄_T conditions the pixels of
+  that tile only (the model's feature map of z̄_T, cropped); its posterior sees the
+  tile's pixels, padded to ``(th, tw)`` by repeating the edge for the encoder network.
+- **Bits back per tile**, interleaved with the pixel steps. Decoder, for each step t:
+  pop z̄_T with P(z̄) for the tiles whose first pixel is at step t; pop step t's pixels
+  with P(x | z̄, earlier pixels); push z̄_T with Q(z̄_T | x_T) for the tiles whose last
+  pixel is at step t (← bits-back step), then scramble the head (`Message.mix_head`).
+  The encoder runs exactly that backwards (t from last to first, each pop a push and
+  each push a pop), so the first posterior pop needs only one tile's worth of seed bits,
+  and every later one is paid for by the pixels pushed before it.
+
+Determinism: every tile's feature map is computed alone (batch of one), priors and
+posteriors are computed for the same groups of tiles on both sides, and a pixel step
+reads the canvas only at the positions it may see (`PixelStepper`), so both sides hand
+constriction the same floats.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from bbcodec.adapter import ModelAdapter
+from bbcodec.coding import Message
+from bbcodec.models.tiles import padded_tiles, tile_boxes
+
+
+@dataclasses.dataclass(frozen=True)
+class TilePlan:
+    """Wavefront steps of one ``(height, width)`` image and the steps its tiles span.
+
+    Attributes:
+        height, width: image size in pixels.
+        tile_h, tile_w: model tile size.
+        skew: wavefront skew (pixel (i, j) is coded at step ``j + skew·i``).
+    """
+
+    height: int
+    width: int
+    tile_h: int
+    tile_w: int
+    skew: int
+
+    @property
+    def n_steps(self) -> int:
+        return self.width + self.skew * (self.height - 1)
+
+    def positions(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, cols) of step t's pixels, each (n,) int64, rows ascending."""
+        first_row = max(0, -(-(t - self.width + 1) // self.skew))
+        rows = torch.arange(first_row, min(self.height - 1, t // self.skew) + 1)
+        return rows, t - self.skew * rows
+
+    def tiles_by_step(self) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+        """({step: tiles whose first pixel is coded then}, {step: tiles whose last is})."""
+        starts, ends = defaultdict(list), defaultdict(list)
+        boxes = tile_boxes(self.height, self.width, self.tile_h, self.tile_w)
+        for index, (r0, r1, c0, c1) in enumerate(boxes):
+            starts[c0 + self.skew * r0].append(index)
+            ends[c1 - 1 + self.skew * (r1 - 1)].append(index)
+        return dict(starts), dict(ends)
+
+
+class TiledImage:
+    """Codes one image of any size with a local-decoder model (see the module docstring).
+
+    Args:
+        adapter: the model's `ModelAdapter`; its decoder must have a local receptive field.
+        shape: ``(H, W)`` or ``(H, W, 3)`` of the image.
+    """
+
+    def __init__(self, adapter: ModelAdapter, shape: tuple[int, ...]):
+        decoder = adapter.model.decoder
+        if decoder.row is not None:
+            raise ValueError(
+                "a full-causal-past decoder codes only its own image size; "
+                "images of other sizes need a local-decoder model (a VLAE)"
+            )
+        if tuple(shape[2:]) != tuple(adapter.image_shape[2:]):
+            raise ValueError(f"image of shape {shape} for a {adapter.kind} model")
+        self.adapter = adapter
+        self.shape = tuple(shape)
+        tile_h, tile_w = adapter.image_shape[:2]
+        self.plan = TilePlan(shape[0], shape[1], tile_h, tile_w, decoder.local.half_width + 1)
+        self.tiles = tile_boxes(shape[0], shape[1], tile_h, tile_w)
+        self.starts, self.ends = self.plan.tiles_by_step()
+        model = adapter.model
+        features = torch.zeros(1, shape[0], shape[1], model.config.channels)
+        self.stepper = model.decoder.stepper(features.to(adapter.device))
+        self.latents = np.zeros((len(self.tiles), adapter.latent_dim), dtype=np.int32)
+
+    # ----- pieces shared by both directions --------------------------------------------
+    def _tile_pixels(self, image: np.ndarray, tiles: list[int]) -> np.ndarray:
+        tile_h, tile_w = self.adapter.image_shape[:2]
+        return padded_tiles(image, [self.tiles[i] for i in tiles], tile_h, tile_w)
+
+    @torch.no_grad()
+    def _set_latents(self, tiles: list[int], symbols: np.ndarray) -> None:
+        """Store the tiles' latent symbols (k, D) and write their feature maps, one at a time."""
+        a = self.adapter
+        values = torch.from_numpy(a.grid.to_values(symbols).astype(np.float32)).to(a.device)
+        for row, index in enumerate(tiles):
+            self.latents[index] = symbols[row]
+            r0, r1, c0, c1 = self.tiles[index]
+            tile_features = a.model.to_features(values[row : row + 1])
+            self.stepper.features[:, r0:r1, c0:c1] = tile_features[:, : r1 - r0, : c1 - c0]
+
+    def _pixel_codec(self, rows: torch.Tensor, cols: torch.Tensor):
+        return self.adapter.pixel_codec(self.stepper.params_at(rows, cols)[0])
+
+    # ----- the two directions -----------------------------------------------------------
+    def push(self, message: Message, image: np.ndarray) -> None:
+        """Encode ``image`` onto ``message`` (raises `MessageUnderflowError` if the stack
+        cannot pay for a tile's posterior pop; the message is then unusable)."""
+        a = self.adapter
+        everything = torch.from_numpy(np.ascontiguousarray(image)).to(a.device)
+        rows, cols = torch.meshgrid(
+            torch.arange(self.shape[0]), torch.arange(self.shape[1]), indexing="ij"
+        )
+        self.stepper.write_at(rows.flatten(), cols.flatten(), everything.flatten(0, 1)[None])
+        for t in reversed(range(self.plan.n_steps)):
+            ending = self.ends.get(t)
+            if ending:
+                message.mix_head()
+                latents = a.posterior(self._tile_pixels(image, ending)).pop(message)
+                self._set_latents(ending, latents)
+            rows, cols = self.plan.positions(t)
+            self._pixel_codec(rows, cols).push(message, image[rows.numpy(), cols.numpy()])
+            starting = self.starts.get(t)
+            if starting:
+                a.prior(len(starting)).push(message, self.latents[starting])
+
+    def pop(self, message: Message) -> np.ndarray:
+        """Decode the image from ``message`` (restoring the bits the encoder popped)."""
+        a = self.adapter
+        image = np.zeros(self.shape, dtype=np.uint8)
+        for t in range(self.plan.n_steps):
+            starting = self.starts.get(t)
+            if starting:
+                self._set_latents(starting, a.prior(len(starting)).pop(message))
+            rows, cols = self.plan.positions(t)
+            pixels = self._pixel_codec(rows, cols).pop(message).astype(np.uint8)
+            image[rows.numpy(), cols.numpy()] = pixels
+            self.stepper.write_at(rows, cols, torch.from_numpy(pixels)[None].to(a.device))
+            ending = self.ends.get(t)
+            if ending:
+                a.posterior(self._tile_pixels(image, ending)).push(message, self.latents[ending])
+                message.mix_head()
+        return image
