@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import itertools
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -48,13 +49,15 @@ __all__ = [
     "decompress_from",
     "default_model_for",
     "default_workers",
+    "describe_default_models",
     "load_model",
     "plan_chunks",
     "weights_fingerprint",
 ]
 
-#: The model chosen for each image kind and shape when none is given.
-DEFAULT_MODELS = {
+#: The model chosen for each image kind and size when none is given; size ``None``: any
+#: other size (coded tiled).
+DEFAULT_MODELS: dict[tuple[str, tuple[int, int] | None], str] = {
     ("binary", (28, 28)): "vlae-bmnist",
     ("grey", (28, 28)): "vlae-mnist",
 }
@@ -112,7 +115,7 @@ class CompressReport:
 
     Attributes:
         n_images: images coded.
-        dims_per_image: sub-pixels per image.
+        n_dims: sub-pixels of all images together.
         file_bits: every bit of the output, header, seed and trailers included.
         information_bits: information content of the coded symbols (net of bits back).
         net_bits: stack growth over the seeds, summed over chunks.
@@ -125,7 +128,7 @@ class CompressReport:
     """
 
     n_images: int
-    dims_per_image: int
+    n_dims: int
     file_bits: int
     information_bits: float
     net_bits: int
@@ -137,7 +140,7 @@ class CompressReport:
     @property
     def achieved_bpd(self) -> float:
         """File bits per sub-pixel: the rate a user gets."""
-        return self.file_bits / (self.n_images * self.dims_per_image)
+        return self.file_bits / self.n_dims
 
 
 def weights_fingerprint(model) -> bytes:
@@ -152,58 +155,116 @@ def weights_fingerprint(model) -> bytes:
     return digest.digest()
 
 
-def _as_batch(images) -> np.ndarray:
-    """Accepts (N, H, W[, 3]) arrays, one (H, W[, 3]) image or a sequence of same-shape images."""
+def _as_runs(images) -> list[np.ndarray]:
+    """Images as runs of equal shape, each (n, H, W[, 3]) uint8, in the given order.
+
+    Accepts an (N, H, W[, 3]) array, one (H, W[, 3]) image, or a sequence of images whose
+    shapes may differ.
+    """
     if isinstance(images, np.ndarray):
-        arr = images
+        arrays = [images]
     else:
-        try:
-            arr = np.stack([np.asarray(im) for im in images])
-        except ValueError as exc:
-            raise ImageKindError(f"images must all have the same shape: {exc}") from None
-    if arr.dtype != np.uint8:
-        raise ImageKindError(f"images must be uint8, got {arr.dtype}")
-    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3):  # one image
-        arr = arr[None]
-    if arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[-1] != 3):
-        raise ImageKindError(f"images must be (N, H, W) or (N, H, W, 3), got shape {arr.shape}")
-    if len(arr) == 0:
+        arrays = [np.asarray(im) for im in images]
+        bad = [a.shape for a in arrays if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3))]
+        if bad:
+            raise ImageKindError(f"each image must be (H, W) or (H, W, 3), got shape {bad[0]}")
+        arrays = [
+            np.stack(list(group)) for _, group in itertools.groupby(arrays, key=lambda a: a.shape)
+        ]
+    runs = []
+    for arr in arrays:
+        if arr.dtype != np.uint8:
+            raise ImageKindError(f"images must be uint8, got {arr.dtype}")
+        if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3):  # one image
+            arr = arr[None]
+        if arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[-1] != 3):
+            raise ImageKindError(f"images must be (N, H, W) or (N, H, W, 3), got shape {arr.shape}")
+        if min(arr.shape[1:3], default=0) < 1:
+            raise ImageKindError(f"images of shape {arr.shape[1:]} have no pixels")
+        if len(arr):
+            runs.append(np.ascontiguousarray(arr))
+    if not runs:
         raise ImageKindError("no images to compress")
-    return np.ascontiguousarray(arr)
+    return runs
 
 
-def default_model_for(images: np.ndarray) -> str:
-    """The shipped model for these images' kind and shape, or an `ImageKindError`."""
-    key = (dataset_kind(images), tuple(images.shape[1:3]))
-    if key not in DEFAULT_MODELS:
-        known = "; ".join(f"{k} {h}x{w} → {name}" for (k, (h, w)), name in DEFAULT_MODELS.items())
-        raise ImageKindError(
-            f"no shipped model for {key[0]} images of {key[1][0]}x{key[1][1]} (models: {known})"
-        )
-    return DEFAULT_MODELS[key]
+def default_model_for(images) -> str:
+    """The shipped model for these images' kind and size, or an `ImageKindError`.
+
+    A model listed for the exact size wins; images of other (or several) sizes get the
+    kind's any-size model, which codes them tiled.
+    """
+    runs = images if isinstance(images, list) else _as_runs(images)
+    kinds = {dataset_kind(run) for run in runs}
+    if len(kinds) > 1:
+        raise ImageKindError(f"images of several kinds ({', '.join(sorted(kinds))}) in one file")
+    (kind,) = kinds
+    sizes = {tuple(run.shape[1:3]) for run in runs}
+    exact = (kind, next(iter(sizes))) if len(sizes) == 1 else None
+    for key in (exact, (kind, None)):
+        if key in DEFAULT_MODELS:
+            return DEFAULT_MODELS[key]
+    known = describe_default_models()
+    what = "x".join(map(str, next(iter(sizes)))) if len(sizes) == 1 else "several sizes"
+    raise ImageKindError(f"no shipped model for {kind} images of {what} (models: {known})")
 
 
-def _check_images(model, images: np.ndarray, model_id: str) -> None:
+def describe_default_models() -> str:
+    """``binary 28x28 → vlae-bmnist; …``: the `DEFAULT_MODELS` for messages and help."""
+    return "; ".join(
+        f"{kind} {'any size' if hw is None else f'{hw[0]}x{hw[1]}'} → {name}"
+        for (kind, hw), name in DEFAULT_MODELS.items()
+    )
+
+
+def _check_images(model, runs: list[np.ndarray], model_id: str) -> None:
     config = model.config
     expected = tuple(config.image_hw) + ((3,) if config.kind == "rgb" else ())
-    if images.shape[1:] != expected:
-        raise ImageKindError(
-            f"model {model_id} codes {config.kind} images of shape {expected}, got {images.shape[1:]}"
-        )
-    if config.kind == "binary" and images.max() > 1:
-        raise ImageKindError(
-            f"model {model_id} codes binary images (0/1), got values up to {images.max()}"
-        )
+    for run in runs:
+        if run.shape[3:] != expected[2:]:
+            what = "RGB (H, W, 3)" if config.kind == "rgb" else f"{config.kind} (H, W)"
+            raise ImageKindError(f"model {model_id} codes {what} images, got shape {run.shape[1:]}")
+        if run.shape[1:] != expected and config.family != "vlae":
+            raise ImageKindError(
+                f"model {model_id} codes {config.kind} images of shape {expected} only (its "
+                f"decoder sees the full causal past), got {run.shape[1:]}; images of other "
+                "sizes need a VLAE (local decoder), which codes them tiled"
+            )
+        if config.kind == "binary" and run.max() > 1:
+            raise ImageKindError(
+                f"model {model_id} codes binary images (0/1), got values up to {run.max()}"
+            )
 
 
-def _resolve(model, images: np.ndarray) -> tuple[object, str]:
+def _resolve(model, runs: list[np.ndarray]) -> tuple[object, str]:
     """(model object, model id for the header: the registered name, else "custom")."""
     if model is None or model == "auto":
-        model = default_model_for(images)
+        model = default_model_for(runs)
     if not isinstance(model, str):
         return model, "custom"
     registered = {info.name for info in list_models()}
     return load_model(model), model if model in registered else "custom"
+
+
+def _chunk_tasks(runs, model_shape, chunk_images: int) -> Iterator[tuple[np.ndarray, int]]:
+    """(images, first) of each chunk: runs of the model's shape in ``chunk_images`` chunks,
+    any other image alone (it is coded tiled)."""
+    first = 0
+    for run in runs:
+        if run.shape[1:] == model_shape:
+            for start, count in split_chunks(len(run), chunk_images):
+                yield run[start : start + count], first + start
+        else:
+            for i in range(len(run)):
+                yield run[i : i + 1], first + i
+        first += len(run)
+
+
+def _n_chunks(runs, model_shape, chunk_images: int) -> int:
+    return sum(
+        math.ceil(len(run) / chunk_images) if run.shape[1:] == model_shape else len(run)
+        for run in runs
+    )
 
 
 def compress_to(
@@ -218,7 +279,9 @@ def compress_to(
 
     Args:
         out: binary file object (written sequentially).
-        images: (N, H, W[, 3]) uint8 array, one image, or a sequence of same-shape images.
+        images: (N, H, W[, 3]) uint8 array, one image, or a sequence of images (shapes
+            may differ). Images of the model's size are coded in batches; others one by
+            one, tiled (VLAE models only).
         model: a registered name, a weights path, a `LatentVariableModel`, or ``"auto"``
             (chosen by the images' kind and shape).
         settings: coding settings (defaults: `CodingSettings()` with this process's torch
@@ -233,25 +296,31 @@ def compress_to(
         ImageKindError: images the model cannot code.
         ValueError: ``workers`` < 1, or several workers with ``torch_threads`` ≠ 1.
     """
-    batch = _as_batch(images)
-    model_obj, model_id = _resolve(model, batch)
-    _check_images(model_obj, batch, model_id)
+    runs = _as_runs(images)
+    model_obj, model_id = _resolve(model, runs)
+    _check_images(model_obj, runs, model_id)
+    model_shape = tuple(model_obj.config.image_hw) + (
+        (3,) if model_obj.config.kind == "rgb" else ()
+    )
     requested = 1 if workers is None else workers
     if settings is None:
         threads = 1 if requested > 1 else torch.get_num_threads()
         settings = CodingSettings(torch_threads=threads)
-    chunk_images, workers = plan_chunks(len(batch), settings.chunk_images, requested,
-                                        settings.device)  # fmt: skip
+    n_batched = sum(len(run) for run in runs if run.shape[1:] == model_shape)
+    chunk_images, _ = plan_chunks(n_batched, settings.chunk_images, requested, settings.device)
+    workers = 1 if not settings.device.startswith("cpu") else requested
+    workers = min(workers, _n_chunks(runs, model_shape, chunk_images))
     settings = dataclasses.replace(settings, chunk_images=chunk_images)
     if workers > 1 and settings.torch_threads != 1:
         raise ValueError(
             f"{workers} workers code with one torch thread each: pass settings with "
             f"torch_threads=1 (got {settings.torch_threads})"
         )
+    shapes = tuple(run.shape[1:] for run in runs for _ in range(len(run)))
     header = Header(
         model_id=model_id, weights_sha256=weights_fingerprint(model_obj), settings=settings.to_dict(),
         # words=0: each chunk sizes its own seed and records it in its trailer.
-        seed=SeedPolicy(SEED_GENERATOR, settings.seed, 0), shapes=(batch.shape[1:],) * len(batch),
+        seed=SeedPolicy(SEED_GENERATOR, settings.seed, 0), shapes=shapes,
     )  # fmt: skip
     writer = ContainerWriter(out)
     writer.write_header(header)
@@ -259,10 +328,7 @@ def compress_to(
     net = initial = 0
     schedules, stacks = [], []
     image_bits: list[float] | None = []
-    tasks = (
-        (batch[first : first + count], first)
-        for first, count in split_chunks(len(batch), chunk_images)
-    )
+    tasks = _chunk_tasks(runs, model_shape, chunk_images)
     results = code_chunks(model_obj, settings, workers, encode_chunk_at, tasks, progress)
     with contextlib.closing(results):  # an error here stops the workers at once
         for chunk, rate in results:
@@ -281,7 +347,8 @@ def compress_to(
     writer.finalize()
     file_bytes = writer.bytes_written
     per_image = None if image_bits is None else tuple(image_bits)
-    return CompressReport(len(batch), int(np.prod(batch.shape[1:])), 8 * file_bytes, info, net,
+    n_dims = sum(run.size for run in runs)
+    return CompressReport(len(shapes), n_dims, 8 * file_bytes, info, net,
                           initial, tuple(schedules), chunk_stack_bits=tuple(stacks),
                           image_information_bits=per_image)  # fmt: skip
 
@@ -350,4 +417,6 @@ def decompress(
 ) -> np.ndarray | list[np.ndarray]:
     """Decode ``.bbc`` bytes to (N, H, W[, 3]) uint8 images (a list where shapes differ)."""
     parts: Sequence[np.ndarray] = list(decompress_from(io.BytesIO(data), model, workers=workers))
+    if len({part.shape[1:] for part in parts}) > 1:
+        return [image for part in parts for image in part]
     return np.concatenate(parts) if parts else np.empty((0,), np.uint8)

@@ -56,7 +56,11 @@ INPUT: PNG files, folders of PNGs, .npy uint8 arrays ((N, H, W) or (N, H, W, 3))
 files (also MNIST IDX files/folders and CIFAR-10 batches, as `bbcodec eval --data` reads).
 An .npz holding train/valid/test or x_train/x_valid/x_test arrays gives the --split array
 (default test); any other .npz must hold exactly one array, which is used. All images are
-concatenated in argument order and must share one shape.
+concatenated in argument order. Images of the model's size are coded in batches; images of
+any other size (photos) one at a time, tiled into model-sized tiles with one latent each
+while the pixel context runs across the tiles (VLAE models; nothing is coded for padding).
+PNGs are read exactly: palette images become grey or RGB, 16-bit images holding 8-bit
+values are narrowed; transparency, animation and true 16-bit values are refused.
 
 The model defaults by image kind and size ({defaults}) and is named in the file, with a
 fingerprint of its weights. A model given as a weights path is recorded as "custom":
@@ -80,8 +84,8 @@ header, the seeds and the ANS overhead."""
 
 DECOMPRESS_DESCRIPTION = """\
 Decompress a .bbc file. OUT ending in .npy gets one uint8 array ((N, H, W) or
-(N, H, W, 3)); any other OUT becomes a folder of PNGs, 000000.png, 000001.png, … in file
-order: binary images as 1-bit PNGs (pixel values 0/1), grey as 8-bit grey, RGB as 8-bit
+(N, H, W, 3); images of one shape); OUT ending in .png gets the image of a one-image file;
+any other OUT becomes a folder of PNGs, 000000.png, 000001.png, … in file order: binary images as 1-bit PNGs (pixel values 0/1), grey as 8-bit grey, RGB as 8-bit
 RGB — `bbcodec compress` reads them back to the same pixels.
 
 Every chunk is verified (the ANS stack must return exactly to its seed and the pixels must
@@ -93,12 +97,9 @@ that thread count, and the images come out in file order."""
 
 def _compress_description() -> str:
     """The description with the default models (called only for --help: imports torch)."""
-    from bbcodec.api import DEFAULT_MODELS
+    from bbcodec.api import describe_default_models
 
-    defaults = ", ".join(
-        f"{kind} {h}x{w} → {name}" for (kind, (h, w)), name in DEFAULT_MODELS.items()
-    )
-    return COMPRESS_DESCRIPTION.format(defaults=defaults)
+    return COMPRESS_DESCRIPTION.format(defaults=describe_default_models())
 
 
 def _helpers():
@@ -172,61 +173,63 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from bbcodec.image_codec import CodingSettings
     from bbcodec.zoo import list_models, load_model
 
-    images, labels = _load_inputs(args.inputs, args.split)
+    runs, labels = _load_inputs(args.inputs, args.split)
+    n_images = len(labels)
     model_name = args.model
     if model_name is None:
         try:
-            model_name = default_model_for(images)
+            model_name = default_model_for(runs)
         except ImageKindError as exc:
             raise ImageKindError(f"{exc}; or pass --model NAME|PATH") from exc
     chunk_images, workers = plan_chunks(
-        len(images), args.chunk_images, args.workers or default_workers(len(images)), args.device
+        n_images, args.chunk_images, args.workers or default_workers(n_images), args.device
     )
     settings = CodingSettings(
         max_batch=args.max_batch, chunk_images=chunk_images, seed=args.seed, device=args.device,
         torch_threads=1 if workers > 1 else torch.get_num_threads(),
     )  # fmt: skip
+    images = runs[0] if len(runs) == 1 else [image for run in runs for image in run]
     with (
         _atomic_file(out) as f,
-        _progress(len(images), "compress", args.quiet) as bar,
+        _progress(n_images, "compress", args.quiet) as bar,
     ):
         report = compress_to(f, images, model_name, settings, bar.update, workers=workers)
         model = load_model(model_name, device=args.device)
-        elbo_bits = _neg_elbo_bits(model, images, args.device, args.seed)
+        elbo_bits = _neg_elbo_bits(model, runs, args.device, args.seed)
     if args.verbose:
         _print_per_image(labels, elbo_bits, report.image_information_bits)
     registered = model_name in {info.name for info in list_models()}
-    _print_compress_summary(out, report, images, model.config, model_name, registered, elbo_bits)
+    _print_compress_summary(out, report, runs, model.config, model_name, registered, elbo_bits)
     return 0
 
 
 def _load_inputs(paths: list[str], split: str):
-    """All inputs' images concatenated, and one label per image (``path`` or ``path[i]``)."""
+    """All inputs' images as runs of equal shape ((n, H, W[, 3]) arrays, in argument order),
+    and one label per image (``path`` or ``path[i]``)."""
     import numpy as np
 
-    from bbcodec.api import ImageKindError
-
-    parts, labels = [], []
+    runs, labels = [], []
     for path in paths:
-        images = _load_input(Path(path), split)
-        if parts and images.shape[1:] != parts[0].shape[1:]:
-            raise ImageKindError(
-                f"{path}: images of shape {images.shape[1:]} differ from {paths[0]}'s "
-                f"{parts[0].shape[1:]}; one file holds images of one shape"
-            )
-        parts.append(images)
-        single = len(images) == 1 and Path(path).is_file()
-        labels += [path] if single else [f"{path}[{i}]" for i in range(len(images))]
-    return (parts[0] if len(parts) == 1 else np.concatenate(parts)), labels
+        parts = _load_input(Path(path), split)
+        n = sum(len(part) for part in parts)
+        single = n == 1 and Path(path).is_file()
+        labels += [path] if single else [f"{path}[{i}]" for i in range(n)]
+        for part in parts:
+            if runs and runs[-1].shape[1:] == part.shape[1:]:
+                runs[-1] = np.concatenate([runs[-1], part])
+            else:
+                runs.append(part)
+    return runs, labels
 
 
 def _load_input(path: Path, split: str):
-    """One INPUT as (N, H, W[, 3]) uint8: an .npz with one array of any name, else
-    `load_images` (PNG files and folders, .npy, split-keyed .npz, IDX, CIFAR batches)."""
-    from bbcodec.models.data import load_images
+    """One INPUT as runs of (n, H, W[, 3]) uint8: an .npz with one array of any name, else
+    `load_image_runs` (PNG files and folders of any sizes, .npy, split-keyed .npz, IDX,
+    CIFAR batches)."""
+    from bbcodec.models.data import load_image_runs
 
     single = _single_npz_array(path)
-    return single if single is not None else load_images(path, split)
+    return [single] if single is not None else load_image_runs(path, split)
 
 
 def _single_npz_array(path: Path):
@@ -264,28 +267,40 @@ def _single_npz_array(path: Path):
     return np.ascontiguousarray(arr)
 
 
-def _neg_elbo_bits(model, images, device: str, seed: int, batch_size: int = 256):
+def _neg_elbo_bits(model, runs, device: str, seed: int, batch_size: int = 256):
     """The model's −ELBO of each image in bits, (N,) float64: one z-sample per image (one
-    parallel pass of the networks per batch, cheap next to coding), seeded."""
+    parallel pass of the networks per batch, cheap next to coding; images of other sizes
+    than the model's tiled, as the codec codes them), seeded."""
     import numpy as np
     import torch
+    from bbcodec.models.tiles import tiled_elbo_terms
 
     dev = torch.device(device)
     fork_devices = [dev.index or 0] if dev.type == "cuda" else []
-    out = np.empty(len(images))
+    model_hw = tuple(model.config.image_hw)
+    out = []
     model.eval()
     with torch.random.fork_rng(devices=fork_devices), torch.inference_mode():
         torch.manual_seed(seed)
-        for start in range(0, len(images), batch_size):
-            x = torch.from_numpy(images[start : start + batch_size]).to(dev)
-            nats = model.elbo_terms(x).neg_elbo_nats.double().cpu().numpy()
-            out[start : start + len(nats)] = nats / math.log(2)
-    return out
+        for images in runs:
+            if images.shape[1:3] != model_hw:
+                out += [sum(tiled_elbo_terms(model, image)) / math.log(2) for image in images]
+                continue
+            for start in range(0, len(images), batch_size):
+                x = torch.from_numpy(images[start : start + batch_size]).to(dev)
+                nats = model.elbo_terms(x).neg_elbo_nats.double().cpu().numpy()
+                out += list(nats / math.log(2))
+    return np.asarray(out, dtype=np.float64)
 
 
-def _print_compress_summary(out, report, images, config, model_name, registered, elbo_bits):
-    dims = report.n_images * report.dims_per_image
-    size = "×".join(str(d) for d in images.shape[1:3])
+def _describe_sizes(runs) -> str:
+    sizes = {"×".join(str(d) for d in run.shape[1:3]) for run in runs}
+    return next(iter(sizes)) if len(sizes) == 1 else "mixed-size"
+
+
+def _print_compress_summary(out, report, runs, config, model_name, registered, elbo_bits):
+    dims = report.n_dims
+    size = _describe_sizes(runs)
     name = model_name if registered else f"custom weights {model_name} (decompress with --model)"
     print(f"compressed {report.n_images} {config.kind} {size} images with model {name} → {out}")
     n_chunks = len(report.chunk_batch_sizes)
@@ -398,23 +413,31 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
     model = load_model(args.model or header.model_id)
     kind = model.config.kind
     shapes = sorted(set(header.shapes))
-    if len(shapes) > 1:
-        raise DecodeError(f"the file holds images of several shapes {shapes}; one is supported")
+    n = header.image_count
+    as_npy = out.suffix.lower() == ".npy"
+    as_png = out.suffix.lower() == ".png" and n == 1
+    if as_npy and len(shapes) > 1:
+        raise DecodeError(
+            f"the file holds images of several shapes {shapes}: one .npy array cannot hold "
+            "them; give a folder name (one PNG per image)"
+        )
     shape = shapes[0] if shapes else ((*model.config.image_hw, 3) if kind == "rgb" else
                                       tuple(model.config.image_hw))  # fmt: skip
-    n = header.image_count
     workers = args.workers or default_workers(n)  # capped at the chunks by decompress_from
     with (
         open(source, "rb") as f,
         _progress(n, "decompress", args.quiet) as bar,
         contextlib.closing(decompress_from(f, model, bar.update, workers)) as chunks,
     ):
-        if out.suffix.lower() == ".npy":
+        if as_npy:
             _write_npy(out, chunks, (n, *shape))
+        elif as_png:
+            _write_png(out, next(chunks)[0], kind)
         else:
             _write_png_folder(out, chunks, n, kind)
-    what = "one array" if out.suffix.lower() == ".npy" else "PNGs"
-    print(f"decompressed {n} {kind} {'×'.join(map(str, shape[:2]))} images → {out} ({what}); "
+    what = "one array" if as_npy else "one PNG" if as_png else "PNGs"
+    size = "×".join(map(str, shape[:2])) if len(shapes) <= 1 else "mixed-size"
+    print(f"decompressed {n} {kind} {size} image{'s' if n != 1 else ''} → {out} ({what}); "
           "every chunk verified (seed restored, pixel sha256 matched)")  # fmt: skip
     return 0
 
@@ -439,17 +462,28 @@ def _write_npy(out: Path, chunks: Iterator, shape: tuple[int, ...]) -> None:
         del array
 
 
-def _write_png_folder(out: Path, chunks: Iterator, n: int, kind: str) -> None:
-    """Write decoded chunks as NNNNNN.png into a temporary folder, then rename it to ``out``."""
+def _save_png(path, image, kind: str) -> None:
+    """One image as a PNG: binary as 1-bit (values 0/1), grey 8-bit, RGB 8-bit."""
     from PIL import Image
 
+    pixels = image.astype(bool) if kind == "binary" else image
+    Image.fromarray(pixels).save(path, format="PNG", optimize=False)
+
+
+def _write_png(out: Path, image, kind: str) -> None:
+    """One decoded image as the PNG file ``out`` (written beside it, then renamed)."""
+    with _atomic_file(out) as f:
+        _save_png(f, image, kind)
+
+
+def _write_png_folder(out: Path, chunks: Iterator, n: int, kind: str) -> None:
+    """Write decoded chunks as NNNNNN.png into a temporary folder, then rename it to ``out``."""
     digits = max(6, len(str(max(n - 1, 0))))
     with _atomic_folder(out) as folder:
         index = 0
         for images in chunks:
             for image in images:
-                pixels = image.astype(bool) if kind == "binary" else image  # → 1-bit PNG
-                Image.fromarray(pixels).save(folder / f"{index:0{digits}d}.png", optimize=False)
+                _save_png(folder / f"{index:0{digits}d}.png", image, kind)
                 index += 1
         if index != n:
             raise RuntimeError(f"decoded {index} images, the header promised {n}")

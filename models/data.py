@@ -57,7 +57,7 @@ except ImportError:  # pragma: no cover - older numpy
     from numpy.core import multiarray as _np_multiarray
     from numpy.core import numeric as _np_numeric
 
-__all__ = ["SPLITS", "DataError", "dataset_kind", "load_images"]
+__all__ = ["SPLITS", "DataError", "dataset_kind", "load_image_runs", "load_images", "read_png"]
 
 SPLITS = ("train", "valid", "test")
 
@@ -486,35 +486,99 @@ def _png_pixels(f: Path, img: Image.Image) -> tuple[np.ndarray, str]:
     return rgb, "rgb"
 
 
+def read_png(f: Path) -> tuple[np.ndarray, str]:
+    """One PNG, losslessly, as (H, W) or (H, W, 3) uint8 and its kind (binary/grey/rgb).
+
+    Palette images become grey or RGB; 16-bit images whose values are all 8-bit values
+    ×257 become 8-bit; an alpha channel must be fully opaque; animated PNGs are refused.
+    Anything else that cannot be coded exactly is a `DataError` naming the problem.
+    """
+    depth, _ = _png_header(f)
+    try:
+        if depth == 16:
+            return _png16_pixels(f)
+        with Image.open(f) as img:
+            return _png_pixels(f, img)
+    except DataError:
+        raise
+    except _PNG_ERRORS as exc:
+        raise DataError(f"{f}: corrupt or unreadable PNG ({exc})") from exc
+
+
+def _png16_pixels(f: Path) -> tuple[np.ndarray, str]:
+    """A 16-bit PNG whose samples are exactly 257·v (8-bit values widened) → 8-bit."""
+    import imagecodecs
+
+    with Image.open(f) as img:
+        if getattr(img, "n_frames", 1) > 1:
+            raise DataError(f"{f}: animated PNG with {img.n_frames} frames; expected one image")
+    try:
+        wide = np.asarray(imagecodecs.png_decode(f.read_bytes()))
+    except imagecodecs.PngError as exc:
+        raise DataError(f"{f}: corrupt or unreadable PNG ({exc})") from exc
+    channels = 1 if wide.ndim == 2 else wide.shape[2]
+    if channels in (2, 4):
+        clear = int(np.count_nonzero(wide[..., -1] != 65535))
+        if clear:
+            raise DataError(
+                f"{f}: {clear} of {wide[..., -1].size} pixels are not fully opaque; alpha "
+                "cannot be coded, only opaque images are supported"
+            )
+        wide = wide[..., :-1] if channels == 4 else wide[..., 0]
+    inexact = np.flatnonzero(wide.reshape(-1) % 257)
+    if inexact.size:
+        raise DataError(
+            f"{f}: 16-bit PNG with {inexact.size} samples that are not 8-bit values (e.g. "
+            f"{int(wide.reshape(-1)[inexact[0]])}); bbcodec codes 8-bit images, and this one "
+            "would lose precision (convert it to 8-bit first if that is acceptable)"
+        )
+    return (wide // 257).astype(np.uint8), ("rgb" if wide.ndim == 3 else "grey")
+
+
 def _read_pngs(files: list[Path]) -> np.ndarray:
     """Stack PNG files (all the same size and kind) into one array, in the given order."""
-    out: np.ndarray | None = None
-    first_size, first_kind = (0, 0), ""
-    for i, f in enumerate(files):
-        depth, _ = _png_header(f)
-        if depth == 16:
-            raise DataError(f"{f}: 16-bit PNG; only 8-bit (or fewer bits) images are supported")
-        try:
-            with Image.open(f) as img:
-                if i and img.size != first_size:
-                    raise DataError(
-                        f"{f}: size {img.size[0]}x{img.size[1]} differs from {files[0].name} "
-                        f"({first_size[0]}x{first_size[1]}); all PNGs must be the same size"
-                    )
-                pixels, kind = _png_pixels(f, img)
-                size = img.size
-        except DataError:
-            raise
-        except _PNG_ERRORS as exc:
-            raise DataError(f"{f}: corrupt or unreadable PNG ({exc})") from exc
-        if out is None:
-            out = np.empty((len(files), *pixels.shape), np.uint8)
-            first_size, first_kind = size, kind
+    runs = _png_runs(files)
+    if len(runs) > 1:
+        bad = files[len(runs[0])]
+        raise DataError(
+            f"{bad}: size {runs[1].shape[2]}x{runs[1].shape[1]} differs from {files[0].name} "
+            f"({runs[0].shape[2]}x{runs[0].shape[1]}); all PNGs must be the same size"
+        )
+    return runs[0]
+
+
+def _png_runs(files: list[Path]) -> list[np.ndarray]:
+    """PNG files as runs of consecutive same-size images, each (n, H, W[, 3]); one kind."""
+    runs: list[list[np.ndarray]] = []
+    first_kind = ""
+    for f in files:
+        pixels, kind = read_png(f)
+        if not first_kind:
+            first_kind = kind
         elif kind != first_kind:
             raise DataError(
                 f"{f}: {kind} image, but {files[0].name} is {first_kind}; "
                 "all PNGs must have the same mode"
             )
-        out[i] = pixels
-    assert out is not None
-    return out
+        if runs and runs[-1][0].shape == pixels.shape:
+            runs[-1].append(pixels)
+        else:
+            runs.append([pixels])
+    return [np.stack(run) for run in runs]
+
+
+def load_image_runs(path: str | Path, split: str = "test") -> list[np.ndarray]:
+    """Like `load_images`, but PNGs may differ in size: runs of consecutive same-size
+    images, each (n, H, W[, 3]) uint8, in file-name order."""
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() == ".png":
+        return _png_runs([p])
+    if p.is_dir() and not any(_find_mnist_file(p, x) for x in _MNIST_PREFIX.values()):
+        cifar = _has_cifar_batches(p) or _has_cifar_batches(p / _CIFAR_SUBFOLDER)
+        pngs = sorted(f for f in p.iterdir() if f.suffix.lower() == ".png" and f.is_file())
+        if pngs and not cifar:
+            try:
+                return _png_runs(pngs)
+            except OSError as exc:
+                raise DataError(f"{p}: cannot read: {exc}") from exc
+    return [load_images(p, split)]

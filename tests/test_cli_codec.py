@@ -326,25 +326,40 @@ def test_png_of_the_wrong_size_names_what_works(capsys, binary_model):
     line = _assert_fails_cleanly(capsys, ["compress", "big", "-o", "x.bbc"], "12x12", "28x28",
                                  "vlae-bmnist", "--model")  # fmt: skip
     assert "no shipped model" in line
-    _assert_fails_cleanly(capsys, ["compress", "big", "-o", "x.bbc", "--model", "vlae-bmnist"],
-                          "(28, 28)", "(12, 12)")  # fmt: skip
-    _assert_fails_cleanly(capsys, ["compress", "big", "-o", "x.bbc", "--model", str(binary_model)],
-                          "(8, 8)")  # fmt: skip
+    # a δ-VAE (full causal past) codes its own size only
+    delta = _weights(ModelConfig("delta-vae", "binary", (8, 8), n_steps=2, step_dim=2, **SMALL),
+                     "delta")  # fmt: skip
+    _assert_fails_cleanly(capsys, ["compress", "big", "-o", "x.bbc", "--model", str(delta)],
+                          "(8, 8) only", "(12, 12)", "VLAE")  # fmt: skip
     # grey values for a binary model
     _png_folder("grey", np.full((2, 8, 8), 200, np.uint8), "L")
     _assert_fails_cleanly(capsys, ["compress", "grey", "-o", "x.bbc", "--model", str(binary_model)],
                           "binary")  # fmt: skip
 
 
-def test_inputs_of_different_sizes(capsys, binary_model):
+def test_inputs_of_different_sizes_are_coded_tiled(capsys, binary_model):
+    """A VLAE codes images of any size (tiled); one file holds them all, in order."""
     _npy("a.npy", _bits(2))
     _npy("b.npy", _bits(2, (9, 9)))
-    _assert_fails_cleanly(capsys, ["compress", "a.npy", "b.npy", "-o", "x.bbc"], "b.npy", "(9, 9)")
+    out = _compress(capsys, "a.npy", "b.npy", "-o", "x.bbc", "--model", str(binary_model))
+    assert "compressed 4 binary mixed-size images" in out
+    _assert_fails_cleanly(capsys, ["decompress", "x.bbc", "-o", "y.npy", "--model",
+                                   str(binary_model)], "several shapes", "folder")  # fmt: skip
+    _decompress(capsys, "x.bbc", "-o", "out", "--model", str(binary_model))
+    assert [load_images(f"out/{i:06d}.png").shape[1:] for i in range(4)] == [(8, 8)] * 2 + [
+        (9, 9)
+    ] * 2
     Path("mixed").mkdir()
     Image.fromarray(np.zeros((8, 8), bool)).save("mixed/a.png")
-    Image.fromarray(np.zeros((9, 9), bool)).save("mixed/b.png")
-    _assert_fails_cleanly(capsys, ["compress", "mixed", "-o", "x.bbc", "--model",
-                                   str(binary_model)], "same size")  # fmt: skip
+    photo = _bits(1, (13, 30))[0]
+    Image.fromarray(photo.astype(bool)).save("mixed/b.png")
+    _compress(capsys, "mixed", "-o", "m.bbc", "--model", str(binary_model))
+    _decompress(capsys, "m.bbc", "-o", "m", "--model", str(binary_model))
+    np.testing.assert_array_equal(load_images("m/000001.png")[0], photo)
+    # one image in, one PNG out
+    _compress(capsys, "mixed/b.png", "-o", "b.bbc", "--model", str(binary_model))
+    _decompress(capsys, "b.bbc", "-o", "b.png", "--model", str(binary_model))
+    np.testing.assert_array_equal(load_images("b.png")[0], photo)
 
 
 def test_non_image_inputs(capsys, binary_model):
@@ -422,10 +437,10 @@ def test_ctrl_c_while_decoding_leaves_nothing(capsys, binary_model, compressed, 
                                               output):  # fmt: skip
     decode = ImageCodec.decode_chunk
 
-    def second_chunk_interrupted(self, chunk, progress=None):
+    def second_chunk_interrupted(self, chunk, progress=None, shape=None):
         if chunk.first > 0:  # the first chunk is already written by then
             raise KeyboardInterrupt
-        return decode(self, chunk, progress)
+        return decode(self, chunk, progress, shape)
 
     monkeypatch.setattr(ImageCodec, "decode_chunk", second_chunk_interrupted)
     _assert_fails_cleanly(capsys, ["decompress", "x.bbc", "-o", output, "--model",
