@@ -39,7 +39,11 @@ decode them (timed) and compare every image, then report the achieved bits/dim (
 of the file) next to the model's −ELBO (one z-sample per image) and next to PNG, WebP and
 JPEG-XL (lossless, one file per image, each decoded back). Writes a plot of the cumulative
 bits/dim against the number of images coded (the seed's initial bits amortising) and, with
---json, every figure as JSON. Exit code 3 if any image does not decode to itself."""
+--json, every figure as JSON. Exit code 3 if any image does not decode to itself.
+
+Images of other sizes than the model's (a folder of photos, say ../shared/data/kodak with
+a VLAE) are benchmarked one file per photo: per-photo rates, −ELBO (tiled) and encode /
+decode seconds, and the totals over all photos; the plot shows bits/dim per photo."""
 
 
 def _add_bench(subparsers, common) -> None:
@@ -122,11 +126,34 @@ def stack_curve(report) -> tuple[list[int], list[int]]:
     return images, bits
 
 
-def _bench(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
+def _load(args: argparse.Namespace):
+    """(model, images, labels, photos): photos if any image is not of the model's size,
+    then ``images`` is a list of (H, W[, 3]) arrays, else one (N, H, W[, 3]) array."""
+    from bbcodec.models.data import load_image_runs
+
+    from bbcodec.zoo import load_model
+
+    model = load_model(args.model, device=args.device)
+    runs = load_image_runs(args.data, args.split)
+    model_hw = tuple(model.config.image_hw)
+    if len(runs) == 1 and runs[0].shape[1:3] == model_hw:
+        images = runs[0][: args.n]
+        return model, images, [f"{args.data}[{i}]" for i in range(len(images))], False
+    images = [image for run in runs for image in run][: args.n]
+    data = Path(args.data)
+    if data.is_dir():
+        labels = sorted(
+            str(f) for f in data.iterdir() if f.suffix.lower() == ".png" and f.is_file()
+        )
+    else:
+        labels = [str(data)] if len(images) == 1 else [f"{data}[{i}]" for i in range(len(images))]
+    return model, images, labels[: len(images)], True
+
+
+def _bench(args: argparse.Namespace, model, images) -> tuple[dict[str, Any], str | None]:
     """Run the benchmark; returns (JSON-ready results, roundtrip failure message or None)."""
     import numpy as np
     import torch
-    from bbcodec.models.data import load_images
     from bbcodec.models.evaluate import check_images, evaluate
     from tqdm import tqdm
 
@@ -134,12 +161,8 @@ def _bench(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
     from bbcodec.baselines import BASELINES, run_baselines
     from bbcodec.container import ContainerError
     from bbcodec.image_codec import CodingSettings
-    from bbcodec.zoo import list_models, load_model
+    from bbcodec.zoo import list_models
 
-    model = load_model(args.model, device=args.device)
-    images = load_images(args.data, args.split)
-    if args.n is not None:
-        images = images[: args.n]
     check_images(model.config, images, f"{args.data} [{args.split}]")
     n, dims = len(images), int(np.prod(images.shape[1:]))
     chunk_images, workers = plan_chunks(
@@ -311,12 +334,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.max_batch is not None and args.max_batch > 1 << 16:
         raise ValueError(f"--max-batch {args.max_batch}: a file records batches up to {1 << 16}")
     _setup_torch(args)
-    result, failure = _bench(args)
-    _print_table(result)
+    model, images, labels, photos = _load(args)
+    if photos:
+        from bbcodec.cli.photo_bench import bench_photos, print_photo_table, write_photo_plot
+
+        result, failure = bench_photos(args, model, images, labels)
+        print_photo_table(result)
+    else:
+        result, failure = _bench(args, model, images)
+        _print_table(result)
     if args.json:
         _write_json(args.json, _finite(result))
         print(f"wrote {args.json}")
-    write_plot(result, plot)
+    (write_photo_plot if photos else write_plot)(result, plot)
     print(f"wrote {plot}")
     if failure is not None:
         print(f"bbcodec: error: roundtrip failed: {failure}", file=sys.stderr)

@@ -192,11 +192,47 @@ def test_bench_roundtrip_failure_exits_non_zero_and_still_writes_json(
 
 def test_bench_errors_are_one_line(capsys, tmp_path):
     model = _tiny(tmp_path, TINY_28)
-    data = tmp_path / "bits.npy"
-    np.save(data, np.zeros((3, 8, 8), np.uint8))
+    data = tmp_path / "colour.npy"
+    np.save(data, np.zeros((3, 8, 8, 3), np.uint8))  # RGB for a binary model
     code = main(["bench", "--model", str(model), "--data", str(data), "-q"])
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("bbcodec: error: ") and len(err.strip().splitlines()) == 1
     code = main(["bench", "--model", str(model), "--data", str(data), "--json", "no/such/x.json"])
     assert code == 1 and "no such folder" in capsys.readouterr().err
     assert main(["bench", "--help"]) == 0 and "example:" in capsys.readouterr().out
+
+
+def test_bench_on_photos_codes_each_its_own_file(capsys, tmp_path):
+    """Images of other sizes than the model's: one file each, per-photo rates and times."""
+    from PIL import Image
+
+    model = tmp_path / "rgb.safetensors"
+    config = ModelConfig(
+        "vlae", "rgb", (8, 8), latent_dim=4, channels=8, n_blocks=1, made_hidden=16, kernel_size=3
+    )
+    save_weights(LatentVariableModel(config), model)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[:19, :23]
+    smooth = np.stack([rows * 6, cols * 5, (rows + cols) * 3], -1).astype(np.uint8)
+    Image.fromarray(smooth).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 256, (12, 9, 3), dtype=np.uint8)).save(folder / "b.png")
+    out = tmp_path / "photos.json"
+    code = main(["bench", "--model", str(model), "--data", str(folder), "--json", str(out),
+                 "--threads", "1", "-q"])  # fmt: skip
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    r = json.loads(out.read_text())
+    assert r["n_images"] == 2 and r["roundtrip_ok"] is True
+    assert [Path(row["image"]).name for row in r["images"]] == ["a.png", "b.png"]
+    assert [row["shape"] for row in r["images"]] == [[19, 23, 3], [12, 9, 3]]
+    assert r["total_dims"] == 19 * 23 * 3 + 12 * 9 * 3
+    for row in r["images"]:
+        assert row["file_bytes"] * 8 == round(row["achieved_bpd"] * row["dims"])
+        assert row["encode_seconds"] > 0 and row["decode_seconds"] > 0
+        assert set(row["baselines"]) == {"png", "webp", "jpegxl"}
+    total = sum(row["achieved_bpd"] * row["dims"] for row in r["images"]) / r["total_dims"]
+    assert math.isclose(r["achieved_bpd"], total)
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "a.png" in stdout and "each its own file" in stdout
