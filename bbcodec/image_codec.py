@@ -165,8 +165,8 @@ class _PerImageMeter(InformationMeter):
             per_image = bits.reshape(bits.shape[0] // b, b, -1).sum((0, 2))
         self.image_bits[self.first : self.first + b] += per_image
 
-    def record_push(self, leaf, symbols: np.ndarray) -> None:
-        bits = symbol_bits(leaf, symbols)
+    def record_push(self, leaf, symbols: np.ndarray, numerators=None) -> None:
+        bits = symbol_bits(leaf, symbols, numerators)
         self.pushed_bits += float(np.sum(bits))
         self._split(bits, image_major=False)
 

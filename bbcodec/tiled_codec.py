@@ -129,7 +129,7 @@ class TiledImage:
         """Encode ``image`` onto ``message`` (raises `MessageUnderflowError` if the stack
         cannot pay for a tile's posterior pop; the message is then unusable)."""
         a = self.adapter
-        everything = torch.from_numpy(np.ascontiguousarray(image)).to(a.device)
+        everything = torch.from_numpy(np.array(image)).to(a.device)  # a writable copy
         rows, cols = torch.meshgrid(
             torch.arange(self.shape[0]), torch.arange(self.shape[1]), indexing="ij"
         )

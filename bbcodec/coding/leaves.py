@@ -67,10 +67,13 @@ def coder_symbols(symbols: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(symbols, dtype=np.int32).reshape(-1)
 
 
-def record_push(message: Message, leaf: object, symbols: np.ndarray) -> None:
-    """Adds pushed symbols to the message's information meter, if it has one."""
+def record_push(
+    message: Message, leaf: object, symbols: np.ndarray, numerators: np.ndarray | None = None
+) -> None:
+    """Adds pushed symbols to the message's information meter, if it has one
+    (``numerators``: their fixed-point probabilities, if the leaf has them already)."""
     if message.meter is not None:
-        message.meter.record_push(leaf, symbols)
+        message.meter.record_push(leaf, symbols, numerators)
 
 
 def record_pop(message: Message, leaf: object, symbols: np.ndarray) -> None:

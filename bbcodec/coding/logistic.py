@@ -114,13 +114,22 @@ def _push_rows(
     logit_weights: np.ndarray,
     means: np.ndarray,
     log_scales: np.ndarray,
-) -> None:
-    """Pushes 1-D int32 symbols row by row, chunks last-first (= one encode_reverse call)."""
+) -> np.ndarray | None:
+    """Pushes 1-D int32 symbols row by row, chunks last-first (= one encode_reverse call).
+
+    Returns the symbols' fixed-point probabilities (int64, 1-D) if the message has an
+    information meter (read off the tables built anyway), else None.
+    """
+    metered = message.meter is not None
+    numerators = np.empty(symbols.size, np.int64) if metered else None
     starts = range(0, symbols.size, TABLE_CHUNK_ROWS)
     for start in reversed(starts):
         rows = slice(start, start + TABLE_CHUNK_ROWS)
         table = logistic_mixture_table(logit_weights[rows], means[rows], log_scales[rows])
         message.push(symbols[rows], _CATEGORICAL, table)
+        if numerators is not None:
+            numerators[rows] = categorical_fixed_point(table, symbols[rows])
+    return numerators
 
 
 def _pop_rows(
@@ -185,8 +194,10 @@ class DiscretizedLogisticMixture:
 
     def push(self, message: Message, symbols: np.ndarray) -> None:
         """Pushes ``(n,)`` int symbols in ``0..255``."""
-        _push_rows(message, coder_symbols(symbols), self.logit_weights, self.means, self.log_scales)
-        record_push(message, self, symbols)
+        numerators = _push_rows(
+            message, coder_symbols(symbols), self.logit_weights, self.means, self.log_scales
+        )
+        record_push(message, self, symbols, numerators)
 
     def pop(self, message: Message) -> np.ndarray:
         """Pops ``(n,)`` int32 symbols."""
@@ -302,8 +313,10 @@ class DiscretizedLogisticMixtureRGB:
     def push(self, message: Message, symbols: np.ndarray) -> None:
         """Pushes ``(n, 3)`` int symbols in ``0..255`` (channels R, G, B)."""
         rgb = coder_symbols(symbols).reshape(-1, 3)
-        _push_rows(message, *self._grouped_rows(rgb))
-        record_push(message, self, symbols)
+        numerators = _push_rows(message, *self._grouped_rows(rgb))
+        if numerators is not None:
+            numerators = self._ungrouped(numerators)
+        record_push(message, self, symbols, numerators)
 
     def pop(self, message: Message) -> np.ndarray:
         """Pops ``(n, 3)`` int32 symbols, group by group: R, then G given R, then B."""
@@ -329,9 +342,9 @@ class DiscretizedLogisticMixtureRGB:
     def fixed_point_probabilities(self, symbols: np.ndarray) -> np.ndarray:
         """int64 ``(n, 3)`` probabilities (out of ``2**24``) of ``symbols``."""
         rgb = coder_symbols(symbols).reshape(-1, 3)
-        flat, weights, means, log_scales = self._grouped_rows(rgb)
-        probabilities = _rows_fixed_point(flat, weights, means, log_scales)
-        # Undo the stack order (group, channel, pixel) back to (pixel, channel).
-        n_groups = rgb.shape[0] // self.group_size
-        blocks = probabilities.reshape(n_groups, 3, self.group_size)
+        return self._ungrouped(_rows_fixed_point(*self._grouped_rows(rgb)))
+
+    def _ungrouped(self, stack_order: np.ndarray) -> np.ndarray:
+        """(3n,) values in stack order (group, channel, pixel) → (n, 3) (pixel, channel)."""
+        blocks = stack_order.reshape(-1, 3, self.group_size)
         return np.swapaxes(blocks, 1, 2).reshape(-1, 3)

@@ -34,18 +34,23 @@ from bbcodec.coding.quantization import PROBABILITY_BITS
 __all__ = ["BitsPerDim", "InformationMeter", "RateReport", "information_bits", "symbol_bits"]
 
 
-def symbol_bits(leaf: LeafCodec, symbols: np.ndarray) -> np.ndarray:
+def symbol_bits(
+    leaf: LeafCodec, symbols: np.ndarray, numerators: np.ndarray | None = None
+) -> np.ndarray:
     """Information content of each symbol under ``leaf``, in bits.
 
     Args:
         leaf: A leaf codec (it knows its fixed-point probabilities).
         symbols: The symbols, shaped as the leaf codes them.
+        numerators: ``leaf.fixed_point_probabilities(symbols)`` if the caller has them
+            already (a leaf that built its tables to push them), else computed here.
 
     Returns:
         float64 array shaped like the leaf's probabilities: ``PROBABILITY_BITS - log2(p)``,
         ``p`` the integer probabilities out of ``2**PROBABILITY_BITS`` the coder uses.
     """
-    numerators = leaf.fixed_point_probabilities(symbols)
+    if numerators is None:
+        numerators = leaf.fixed_point_probabilities(symbols)
     return PROBABILITY_BITS - np.log2(numerators.astype(np.float64))
 
 
@@ -71,9 +76,11 @@ class InformationMeter:
         """``pushed_bits - popped_bits``: what the stack should have grown by."""
         return self.pushed_bits - self.popped_bits
 
-    def record_push(self, leaf: LeafCodec, symbols: np.ndarray) -> None:
-        """Adds the information content of pushed ``symbols``."""
-        self.pushed_bits += information_bits(leaf, symbols)
+    def record_push(
+        self, leaf: LeafCodec, symbols: np.ndarray, numerators: np.ndarray | None = None
+    ) -> None:
+        """Adds the information content of pushed ``symbols`` (see `symbol_bits`)."""
+        self.pushed_bits += float(np.sum(symbol_bits(leaf, symbols, numerators)))
 
     def record_pop(self, leaf: LeafCodec, symbols: np.ndarray) -> None:
         """Adds the information content of popped ``symbols``."""
