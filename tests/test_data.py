@@ -667,3 +667,35 @@ def test_real_train_splits_match_published_hashes():
         == "47af8b02cfcfb6cdf3dbbd1969ad7f1b70f4413f6f80f437b020ee4e5bc8304a"
     )
     assert load_images(SHARED / "binarized_mnist.npz", "valid").shape == (10000, 28, 28)
+
+
+def test_16_bit_pngs_holding_8_bit_values_are_narrowed(tmp_path):
+    grey = rand_u8(5, 7)
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "g.png")
+    pixels, kind = data.read_png(tmp_path / "g.png")
+    assert kind == "grey" and pixels.dtype == np.uint8
+    np.testing.assert_array_equal(pixels, grey)
+    rgb = rand_u8(3, 4, 3)
+    wide = (rgb.astype(np.uint16) * 257).astype(">u2")  # PNG samples are big-endian
+    rows = [wide[i].tobytes() for i in range(3)]
+    pixels, kind = data.read_png(write_png_raw(tmp_path / "c.png", rows, 4, 16, 2))
+    assert kind == "rgb"
+    np.testing.assert_array_equal(pixels, rgb)
+    with pytest.raises(DataError, match=r"c2\.png: 16-bit PNG with 1 samples that are not 8-bit"):
+        wide[1, 2, 0] += 1
+        data.read_png(write_png_raw(tmp_path / "c2.png", [w.tobytes() for w in wide], 4, 16, 2))
+
+
+def test_image_runs_keep_pngs_of_different_sizes(tmp_path):
+    sizes = [(4, 4), (4, 4), (6, 3), (4, 4)]
+    images = [rand_u8(*hw, 3) for hw in sizes]
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(tmp_path / f"p{i}.png")
+    runs = data.load_image_runs(tmp_path)
+    assert [run.shape for run in runs] == [(2, 4, 4, 3), (1, 6, 3, 3), (1, 4, 4, 3)]
+    np.testing.assert_array_equal(
+        np.concatenate([runs[0], runs[2]]), np.stack(images[:2] + images[3:])
+    )
+    np.testing.assert_array_equal(runs[1][0], images[2])
+    with pytest.raises(DataError, match="same size"):
+        load_images(tmp_path)
