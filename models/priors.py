@@ -73,6 +73,7 @@ class MadePrior(nn.Module):
     """
 
     MIN_LOG_STD = -7.0
+    MAX_LOG_STD = 2.0  # as the posterior's (`bbcodec.models.encoders.MAX_LOG_STD`)
 
     def __init__(self, dim: int, hidden: int = 256, n_hidden: int = 2):
         super().__init__()
@@ -95,7 +96,7 @@ class MadePrior(nn.Module):
         for layer in self.hidden_layers:
             h = F.elu(layer(h))
         mean, log_std = self.out(h).chunk(2, dim=-1)
-        return mean, torch.exp(log_std.clamp(min=self.MIN_LOG_STD))
+        return mean, torch.exp(log_std.clamp(self.MIN_LOG_STD, self.MAX_LOG_STD))
 
     def step(self, z_prefix: torch.Tensor, i: int):
         masked = z_prefix.clone()

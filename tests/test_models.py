@@ -616,3 +616,19 @@ def test_objectives(family):
     torch.testing.assert_close(free, (terms.recon_nats.mean() + d * tau) / dims)
     with pytest.raises(ValueError, match="unknown objective"):
         model.loss(x, "elbow")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_posterior_and_prior_stds_are_bounded(family):
+    """An unbounded std let the one-sample KL run away on CIFAR-10 (std 10⁶ in 20 steps)."""
+    model = tiny_model(family, "grey")
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.fill_(3.0)  # huge pre-activations
+        q = model.posterior(random_images("grey", 2, seed=0))
+        assert torch.isfinite(q.std).all() and q.std.max() <= math.exp(2.0) + 1e-4
+        made = model.coding_prior
+        for p in made.parameters():
+            p.fill_(3.0)
+        _, std = made.conditionals(torch.randn(2, model.config.total_latent_dim))
+        assert std.max() <= math.exp(2.0) + 1e-4
