@@ -97,9 +97,16 @@ class AntiCausalEncoder(nn.Module):
 
 
 class LatentToFeatures(nn.Module):
-    """z (N, D) → conditioning features (N, H, W, C) via a linear map and two ×2 upsamplings."""
+    """z (N, D) → conditioning features (N, H, W, C_out) via a linear map and two ×2
+    upsamplings of ``channels`` wide, then a 1×1 projection if ``out_channels`` differs."""
 
-    def __init__(self, latent_dim: int, image_hw: tuple[int, int], channels: int = 64):
+    def __init__(
+        self,
+        latent_dim: int,
+        image_hw: tuple[int, int],
+        channels: int = 64,
+        out_channels: int | None = None,
+    ):
         super().__init__()
         self.h4, self.w4 = image_hw[0] // 4, image_hw[1] // 4
         self.channels = channels
@@ -110,7 +117,11 @@ class LatentToFeatures(nn.Module):
             nn.Conv2d(channels, channels, 3, padding=1), nn.ELU(),
             nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1),
         )  # fmt: skip
+        out = out_channels or channels
+        self.project = nn.Conv2d(channels, out, 1) if out != channels else None
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.fc(z).view(-1, self.channels, self.h4, self.w4)
-        return self.up(h).permute(0, 2, 3, 1).contiguous()
+        h = self.up(self.fc(z).view(-1, self.channels, self.h4, self.w4))
+        if self.project is not None:
+            h = self.project(F.elu(h))
+        return h.permute(0, 2, 3, 1).contiguous()

@@ -38,14 +38,17 @@ PRESETS: dict[str, tuple[ModelConfig, Recipe]] = {
         Recipe(),
     ),
     "vlae-cifar10": (
-        ModelConfig("vlae", "rgb", (32, 32), latent_dim=64, channels=96, kernel_size=7, n_blocks=4, n_mixtures=5),
-        Recipe(),
+        ModelConfig(
+            "vlae", "rgb", (32, 32), latent_dim=64, channels=96, feature_channels=32,
+            kernel_size=7, n_blocks=4, n_mixtures=5,
+        ),
+        Recipe(learning_rate=2e-3),
     ),
     "delta-vae-cifar10": (
         ModelConfig(
             "delta-vae", "rgb", (32, 32), n_steps=8, step_dim=16, delta_nats=20.0,
-            channels=96, kernel_size=7, n_blocks=4, n_mixtures=10,
+            channels=96, feature_channels=32, kernel_size=7, n_blocks=4, n_mixtures=10,
         ),
-        Recipe(aux_prior_steps=3000),
+        Recipe(learning_rate=2e-3, aux_prior_steps=3000),
     ),
 }  # fmt: skip

@@ -87,7 +87,7 @@ def train(
     rng = np.random.default_rng(seed)
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt["config"] != config.to_json():
+        if ModelConfig.from_json(ckpt["config"]) != config:
             raise ValueError(
                 f"{ckpt_path} belongs to a different model config; use another run folder"
             )

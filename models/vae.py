@@ -65,6 +65,8 @@ class ModelConfig:
         n_steps, step_dim: the δ-VAE's latent sequence (bands of the image × dims per band).
         delta_nats: the δ-VAE's committed rate δ, total over the latent, in nats.
         channels: width of the pixel network and the feature map.
+        feature_channels: width of the VLAE's encoder and z → features network (0: the
+            same as ``channels``); narrower makes training cheaper.
         kernel_size: local receptive field of the decoder (odd k; k×k causal neighbourhood).
         n_blocks: gated 1×1 blocks in the pixel network.
         n_mixtures: logistic mixture components for 8-bit pixels.
@@ -79,6 +81,7 @@ class ModelConfig:
     step_dim: int = 8
     delta_nats: float = 8.0
     channels: int = 64
+    feature_channels: int = 0
     kernel_size: int = 7
     n_blocks: int = 4
     n_mixtures: int = 5
@@ -119,15 +122,16 @@ class LatentVariableModel(nn.Module):
         self.config = c = config
         in_ch = IN_CHANNELS[c.kind]
         d = c.total_latent_dim
+        feature_channels = c.feature_channels or c.channels
         if c.family == "vlae":
-            self.encoder = ConvEncoder(in_ch, c.image_hw, d, c.channels)
+            self.encoder = ConvEncoder(in_ch, c.image_hw, d, feature_channels)
             self.prior = MadePrior(d, c.made_hidden)
             self.aux_prior = None
         else:
             self.encoder = AntiCausalEncoder(in_ch, c.image_hw, c.n_steps, c.step_dim)
             self.prior = AR1Prior(c.n_steps, c.step_dim, c.delta_nats)
             self.aux_prior = MadePrior(d, c.made_hidden)
-        self.to_features = LatentToFeatures(d, c.image_hw, c.channels)
+        self.to_features = LatentToFeatures(d, c.image_hw, feature_channels, c.channels)
         self.decoder = PixelDecoder(
             c.kind, c.image_hw, c.channels, c.kernel_size, c.n_blocks, c.n_mixtures,
             row_context=c.family == "delta-vae",
