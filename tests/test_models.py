@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -632,3 +633,16 @@ def test_posterior_and_prior_stds_are_bounded(family):
             p.fill_(3.0)
         _, std = made.conditionals(torch.randn(2, model.config.total_latent_dim))
         assert std.max() <= math.exp(2.0) + 1e-4
+
+
+def test_narrow_feature_network_projects_to_the_pixel_network_width():
+    config = dataclasses.replace(tiny_config("vlae", "rgb"), feature_channels=4)
+    torch.manual_seed(0)
+    model = LatentVariableModel(config).eval()
+    assert model.to_features.project is not None and model.encoder.fc[-1].out_features == 8
+    x = random_images("rgb", 2, seed=4)
+    z = random_latents(model, 2, seed=4)
+    with torch.no_grad():
+        full = model.likelihood_params(x, z)
+    torch.testing.assert_close(run_stepper(model, x, z), full, rtol=0, atol=1e-5)
+    assert ModelConfig.from_json(config.to_json()) == config
