@@ -29,6 +29,8 @@ rates are of course not those of a trained model).
     .venv/bin/python benchmarks/bench_codec.py --data ../shared/data/binarized_mnist.npz -n 200
     .venv/bin/python benchmarks/bench_codec.py --model vlae-bmnist \\
         --data ../shared/data/binarized_mnist.npz -n 1000 --json bench-vlae-bmnist.json
+    .venv/bin/python benchmarks/bench_codec.py --model vlae-cifar10 \\
+        --data ../shared/data/kodak -n 1 --no-bench   # one photo: seconds, and where they go
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from bbcodec.cli.main import main as bbcodec_main
-from bbcodec.models.data import dataset_kind, load_images
+from bbcodec.models.data import dataset_kind, load_image_runs
 from bbcodec.models.vae import LatentVariableModel, ModelConfig
 from bbcodec.models.weights import save_weights
 
@@ -112,9 +114,11 @@ def profile(fn) -> tuple[float, dict[str, float], list[tuple[float, str]]]:
 
 
 def tiny_model_for(images: np.ndarray, folder: Path) -> Path:
-    """A tiny random VLAE for images of this kind and shape, saved in ``folder``."""
-    kind = dataset_kind(images)
-    config = ModelConfig("vlae", kind, tuple(images.shape[1:3]), latent_dim=8, channels=8,
+    """A tiny random VLAE for images of this kind and shape (32×32 tiles for photos of
+    several shapes, given as a list), saved in ``folder``."""
+    kind = dataset_kind(np.stack(images[:1]))
+    tile = tuple(images.shape[1:3]) if isinstance(images, np.ndarray) else (32, 32)
+    config = ModelConfig("vlae", kind, tile, latent_dim=8, channels=8,
                          n_blocks=1, made_hidden=16, kernel_size=3)  # fmt: skip
     torch.manual_seed(0)
     path = folder / f"tiny-{kind}.safetensors"
@@ -156,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    images = load_images(args.data, args.split)[: args.n]
+    runs = load_image_runs(args.data, args.split)  # photos of several sizes: a list
+    images = runs[0][: args.n] if len(runs) == 1 else [im for run in runs for im in run][: args.n]
     with tempfile.TemporaryDirectory() as tmp:
         model_arg = args.model or str(tiny_model_for(images, Path(tmp)))
         if not args.no_bench:
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             decoded.extend(decompress_from(buffer, model))
 
         decode_profile = profile(decode)
-        if not np.array_equal(np.concatenate(decoded), images):
+        if not all(map(np.array_equal, (im for part in decoded for im in part), images)):
             print("error: the profiled roundtrip did not give back the images", file=sys.stderr)
             return 3
         print_breakdown(len(images), encode, decode_profile, args.top)
