@@ -138,19 +138,26 @@ def train(
         loss, terms = model.loss(x, recipe.objective, recipe.beta, recipe.free_bits_nats)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
-        opt.step()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
+        finite = bool(torch.isfinite(loss) and torch.isfinite(grad_norm))
+        if finite:
+            opt.step()
+        else:  # one bad batch must not poison the weights of an unattended run: skip it
+            state["skipped_steps"] = state.get("skipped_steps", 0) + 1
+            _append_log(run_dir, {"step": state["step"], "skipped_non_finite_batch": True})
         state["step"] += 1
         state["images"] += len(idx)
         state["seconds"] += time.time() - t0
-        running.append((loss.detach().item() / math.log(2), terms.kl_nats.detach().mean().item()))
+        if finite:
+            running.append((loss.item() / math.log(2), terms.kl_nats.detach().mean().item()))
         bar.n = int(1000 * min(progress(), 1.0))
-        bar.set_postfix(loss_bpd=f"{running[-1][0]:.4f}")
+        if running:
+            bar.set_postfix(loss_bpd=f"{running[-1][0]:.4f}")
         if state["step"] % log_every == 0:
             entry = {"step": state["step"], "epoch": state["images"] / n, "images": state["images"],
                      "train_seconds": round(state["seconds"], 1), "lr": lr,
-                     "loss_bpd": float(np.mean([r[0] for r in running])),
-                     "kl_nats": float(np.mean([r[1] for r in running]))}  # fmt: skip
+                     "loss_bpd": float(np.mean([r[0] for r in running] or [np.nan])),
+                     "kl_nats": float(np.mean([r[1] for r in running] or [np.nan]))}  # fmt: skip
             running = []
             if time.time() - last_valid > valid_minutes * 60:
                 entry["valid_neg_elbo_bpd"] = validate(model, valid_images, 250, device)

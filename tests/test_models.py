@@ -505,6 +505,27 @@ def test_tiny_training_lowers_the_loss_and_resumes(tmp_path, capsys):
         train(config, recipe, train_images, valid_images, run)
 
 
+def test_a_non_finite_batch_is_skipped_not_learned(tmp_path, monkeypatch):
+    config = ModelConfig("vlae", "binary", (8, 8), latent_dim=4, channels=8, kernel_size=3,
+                         n_blocks=1, made_hidden=16)  # fmt: skip
+    real_loss = LatentVariableModel.loss
+    calls = []
+
+    def loss_nan_on_second_batch(self, *args):
+        loss, terms = real_loss(self, *args)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == 2 else loss), terms
+
+    monkeypatch.setattr(LatentVariableModel, "loss", loss_nan_on_second_batch)
+    run = tmp_path / "run"
+    model = train(config, Recipe(batch_size=32), stripes(128, seed=0), stripes(32, seed=1), run,
+                  epochs=1, log_every=2)  # fmt: skip
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert {"step": 1, "skipped_non_finite_batch": True} in log
+    assert all(math.isfinite(e["loss_bpd"]) for e in log if "loss_bpd" in e)
+
+
 def test_delta_vae_training_fits_the_aux_prior(tmp_path):
     config = ModelConfig(
         "delta-vae", "binary", (8, 8), n_steps=2, step_dim=2, delta_nats=1.0,
