@@ -411,6 +411,11 @@ def _add_export(subparsers, common) -> None:
         "--dataset", metavar="LABEL", help="dataset label (default: the data file's name)"
     )
     p.add_argument("--preset", metavar="NAME", help="preset the run used (recorded in the card)")
+    p.add_argument(
+        "--interim", action="store_true",
+        help="export the run's last checkpoint, before the run has finished (marked interim "
+        "on the card; VLAE runs only)",
+    )  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_export)  # fmt: skip
 
@@ -420,7 +425,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     _setup_torch(args)
     weights = Path(args.run)
-    if weights.is_dir():
+    if args.interim:
+        from bbcodec.models.train import weights_from_checkpoint
+
+        if not (weights / "checkpoint.pt").is_file():
+            raise WeightsError(f"{weights}: no checkpoint.pt to export (is it a run folder?)")
+        progress = weights_from_checkpoint(weights, weights / "interim.safetensors")
+        print(f"interim weights from step {progress['step']} ({progress['seconds'] / 60:.1f} min)")
+        weights = weights / "interim.safetensors"
+    elif weights.is_dir():
         weights = weights / "model.safetensors"
     if not weights.is_file():
         raise WeightsError(f"{weights}: no such weights file (has the training run finished?)")
@@ -467,6 +480,10 @@ def _export(
             seconds, images = float(metadata["train_seconds"]), int(metadata["train_images"])
             speed = f" ({images / seconds:.0f} images/s)" if seconds > 0 else ""
             rows["training images"] = f"{images:,}{speed}"
+    if metadata.get("interim") == "true":
+        rows["status"] = (
+            "interim: the training run has not finished; these are its last checkpoint's weights"
+        )
     rows.update({
         f"{split} data": f"{data} [{split}], {result.n_images} images",
         f"{split} KL (rate)": f"{result.kl_bpd:.4f} bits/dim, {result.kl_nats:.3f} nats/image",

@@ -181,6 +181,31 @@ def train(
     return model
 
 
+def weights_from_checkpoint(run_dir: Path, out: Path) -> dict:
+    """Write the weights of an unfinished run's last checkpoint to ``out`` (.safetensors)
+    and return its progress (``step``, ``images``, ``seconds``).
+
+    The weights' metadata marks them ``interim``. A δ-VAE codes with its auxiliary prior,
+    which is fitted only after training: its interim weights cannot be exported.
+    """
+    ckpt = torch.load(Path(run_dir) / CHECKPOINT, map_location="cpu", weights_only=False)
+    config = ModelConfig.from_json(ckpt["config"])
+    if config.family == "delta-vae" and ckpt["state"].get("aux_step", 0) == 0:
+        raise ValueError(
+            f"{run_dir}: a δ-VAE's auxiliary prior is fitted after training; "
+            "export it when the run has finished"
+        )
+    model = LatentVariableModel(config)
+    model.load_state_dict(ckpt["model"])
+    state = ckpt["state"]
+    save_weights(
+        model.eval(), Path(out),
+        {"train_seconds": f"{state['seconds']:.1f}", "train_images": str(state["images"]),
+         "interim": "true"},
+    )  # fmt: skip
+    return {key: state[key] for key in ("step", "images", "seconds")}
+
+
 def fit_aux_prior(model, train_images, recipe, state, rng, device, checkpoint, run_dir) -> None:
     """Fit the δ-VAE's auxiliary MADE prior to the aggregate posterior (rest frozen)."""
     opt = torch.optim.Adam(model.aux_prior.parameters(), lr=1e-3)

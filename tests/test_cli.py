@@ -301,6 +301,22 @@ def test_export_model_command(capsys, tmp_path, data):
     _assert_one_line_error(code, err, "has the training run finished")
 
 
+def test_export_an_unfinished_run_as_interim(capsys, tmp_path, data):
+    images = np.load(data)
+    run_dir = tmp_path / "run"
+    train(TINY, Recipe(batch_size=8), images, images[:8], run_dir, epochs=1)
+    (run_dir / "model.safetensors").unlink()  # as if the run were still going
+    code, out, err = run(capsys, "export-model", str(run_dir), "--name", "early", "--data",
+                         str(data), "--interim", "-q")  # fmt: skip
+    assert code == 0, err
+    assert "interim weights from step" in out
+    (info,) = zoo.list_models()
+    assert info.name == "early" and "interim" in info.card_path.read_text()
+    code, _, err = run(capsys, "export-model", str(tmp_path), "--name", "x", "--data", str(data),
+                       "--interim")  # fmt: skip
+    _assert_one_line_error(code, err, "no checkpoint.pt")
+
+
 def test_train_cli_argument_errors(capsys, tmp_path, data, tiny_preset):
     base = ["train", "--data", str(data), "--run-dir", str(tmp_path / "run")]
     code, _, err = run(capsys, *base, "--preset", "tiny", "--minutes", "1", "--epochs", "1")
