@@ -103,10 +103,13 @@ def plan_chunks(
     return chunk_images, min(workers, math.ceil(n / chunk_images))
 
 
-def default_workers(n_images: int) -> int:
+def default_workers(n_images: int, n_tiled: int = 0) -> int:
     """The CLI's default worker count: one per CPU core (`os.cpu_count`), but at most one
-    per `MIN_IMAGES_PER_WORKER` images, so small jobs stay in one process."""
-    return max(1, min(os.cpu_count() or 1, n_images // MIN_IMAGES_PER_WORKER))
+    per `MIN_IMAGES_PER_WORKER` images, so small jobs stay in one process; each of the
+    ``n_tiled`` images of another size than the model's (a photo, its own chunk) counts as
+    a worker's worth."""
+    batched = (n_images - n_tiled) // MIN_IMAGES_PER_WORKER
+    return max(1, min(os.cpu_count() or 1, batched + n_tiled))
 
 
 @dataclass(frozen=True)

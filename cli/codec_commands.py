@@ -181,9 +181,15 @@ def _cmd_compress(args: argparse.Namespace) -> int:
             model_name = default_model_for(runs)
         except ImageKindError as exc:
             raise ImageKindError(f"{exc}; or pass --model NAME|PATH") from exc
+    model = load_model(model_name, device=args.device)
+    model_hw = tuple(model.config.image_hw)
+    n_tiled = sum(len(run) for run in runs if run.shape[1:3] != model_hw)
+    requested = args.workers or default_workers(n_images, n_tiled)
     chunk_images, workers = plan_chunks(
-        n_images, args.chunk_images, args.workers or default_workers(n_images), args.device
+        n_images - n_tiled, args.chunk_images, requested, args.device
     )
+    if n_tiled:  # each photo is a chunk of its own
+        workers = min(requested, workers + n_tiled) if args.device == "cpu" else 1
     settings = CodingSettings(
         max_batch=args.max_batch, chunk_images=chunk_images, seed=args.seed, device=args.device,
         torch_threads=1 if workers > 1 else torch.get_num_threads(),
@@ -194,7 +200,6 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         _progress(n_images, "compress", args.quiet) as bar,
     ):
         report = compress_to(f, images, model_name, settings, bar.update, workers=workers)
-        model = load_model(model_name, device=args.device)
         elbo_bits = _neg_elbo_bits(model, runs, args.device, args.seed)
     if args.verbose:
         _print_per_image(labels, elbo_bits, report.image_information_bits)
@@ -423,7 +428,9 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
         )
     shape = shapes[0] if shapes else ((*model.config.image_hw, 3) if kind == "rgb" else
                                       tuple(model.config.image_hw))  # fmt: skip
-    workers = args.workers or default_workers(n)  # capped at the chunks by decompress_from
+    model_shape = tuple(model.config.image_hw) + ((3,) if kind == "rgb" else ())
+    n_tiled = sum(1 for s in header.shapes if tuple(s) != model_shape)
+    workers = args.workers or default_workers(n, n_tiled)  # capped at the chunks
     with (
         open(source, "rb") as f,
         _progress(n, "decompress", args.quiet) as bar,
