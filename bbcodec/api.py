@@ -60,6 +60,8 @@ __all__ = [
 DEFAULT_MODELS: dict[tuple[str, tuple[int, int] | None], str] = {
     ("binary", (28, 28)): "vlae-bmnist",
     ("grey", (28, 28)): "vlae-mnist",
+    ("rgb", (32, 32)): "vlae-cifar10",
+    ("rgb", None): "vlae-cifar10",
 }
 
 
@@ -197,7 +199,10 @@ def default_model_for(images) -> str:
     A model listed for the exact size wins; images of other (or several) sizes get the
     kind's any-size model, which codes them tiled.
     """
-    runs = images if isinstance(images, list) else _as_runs(images)
+    return _default_model_for_runs(_as_runs(images))
+
+
+def _default_model_for_runs(runs: list[np.ndarray]) -> str:
     kinds = {dataset_kind(run) for run in runs}
     if len(kinds) > 1:
         raise ImageKindError(f"images of several kinds ({', '.join(sorted(kinds))}) in one file")
@@ -242,7 +247,7 @@ def _check_images(model, runs: list[np.ndarray], model_id: str) -> None:
 def _resolve(model, runs: list[np.ndarray]) -> tuple[object, str]:
     """(model object, model id for the header: the registered name, else "custom")."""
     if model is None or model == "auto":
-        model = default_model_for(runs)
+        model = _default_model_for_runs(runs)
     if not isinstance(model, str):
         return model, "custom"
     registered = {info.name for info in list_models()}

@@ -175,10 +175,11 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
     runs, labels = _load_inputs(args.inputs, args.split)
     n_images = len(labels)
+    images = runs[0] if len(runs) == 1 else [image for run in runs for image in run]
     model_name = args.model
     if model_name is None:
         try:
-            model_name = default_model_for(runs)
+            model_name = default_model_for(images)
         except ImageKindError as exc:
             raise ImageKindError(f"{exc}; or pass --model NAME|PATH") from exc
     model = load_model(model_name, device=args.device)
@@ -194,7 +195,6 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         max_batch=args.max_batch, chunk_images=chunk_images, seed=args.seed, device=args.device,
         torch_threads=1 if workers > 1 else torch.get_num_threads(),
     )  # fmt: skip
-    images = runs[0] if len(runs) == 1 else [image for run in runs for image in run]
     with (
         _atomic_file(out) as f,
         _progress(n_images, "compress", args.quiet) as bar,
