@@ -77,7 +77,7 @@ class ModelAdapter:
         config = model.config
         self.kind = config.kind
         self.latent_dim = config.total_latent_dim
-        self.image_shape = tuple(config.image_hw) + ((3,) if config.kind == "rgb" else ())
+        self.image_shape = config.image_shape
         self.n_mixtures = config.n_mixtures
 
     # ----- latents --------------------------------------------------------------------

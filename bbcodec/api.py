@@ -227,7 +227,7 @@ def describe_default_models() -> str:
 
 def _check_images(model, runs: list[np.ndarray], model_id: str) -> None:
     config = model.config
-    expected = tuple(config.image_hw) + ((3,) if config.kind == "rgb" else ())
+    expected = config.image_shape
     for run in runs:
         if run.shape[3:] != expected[2:]:
             what = "RGB (H, W, 3)" if config.kind == "rgb" else f"{config.kind} (H, W)"
@@ -268,13 +268,6 @@ def _chunk_tasks(runs, model_shape, chunk_images: int) -> Iterator[tuple[np.ndar
         first += len(run)
 
 
-def _n_chunks(runs, model_shape, chunk_images: int) -> int:
-    return sum(
-        math.ceil(len(run) / chunk_images) if run.shape[1:] == model_shape else len(run)
-        for run in runs
-    )
-
-
 def compress_to(
     out: BinaryIO,
     images,
@@ -307,17 +300,15 @@ def compress_to(
     runs = _as_runs(images)
     model_obj, model_id = _resolve(model, runs)
     _check_images(model_obj, runs, model_id)
-    model_shape = tuple(model_obj.config.image_hw) + (
-        (3,) if model_obj.config.kind == "rgb" else ()
-    )
+    model_shape = model_obj.config.image_shape
     requested = 1 if workers is None else workers
     if settings is None:
         threads = 1 if requested > 1 else torch.get_num_threads()
         settings = CodingSettings(torch_threads=threads)
     n_batched = sum(len(run) for run in runs if run.shape[1:] == model_shape)
     chunk_images, _ = plan_chunks(n_batched, settings.chunk_images, requested, settings.device)
-    workers = 1 if not settings.device.startswith("cpu") else requested
-    workers = min(workers, _n_chunks(runs, model_shape, chunk_images))
+    tasks = list(_chunk_tasks(runs, model_shape, chunk_images))  # views, no copies
+    workers = min(1 if not settings.device.startswith("cpu") else requested, len(tasks))
     settings = dataclasses.replace(settings, chunk_images=chunk_images)
     if workers > 1 and settings.torch_threads != 1:
         raise ValueError(
@@ -336,7 +327,6 @@ def compress_to(
     net = initial = 0
     schedules, stacks = [], []
     image_bits: list[float] | None = []
-    tasks = _chunk_tasks(runs, model_shape, chunk_images)
     results = code_chunks(model_obj, settings, workers, encode_chunk_at, tasks, progress)
     with contextlib.closing(results):  # an error here stops the workers at once
         for chunk, rate in results:

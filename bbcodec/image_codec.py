@@ -356,19 +356,19 @@ class ImageCodec:
                 f"chunk schedule codes {sum(schedule)} images but the chunk holds {chunk.count}"
             )
         images = np.empty((chunk.count, *shape), dtype=np.uint8)
-        if shape != self.image_shape:
+        if shape == self.image_shape:
+            end = chunk.count
+            for batch in reversed(schedule):
+                images[end - batch : end] = self._bits_back(batch).pop(message)
+                end -= batch
+                if progress is not None:
+                    progress(batch)
+        else:  # one image of another shape, coded tiled
             if chunk.count != 1:
                 raise DecodeError(f"a chunk of {chunk.count} images of shape {shape}: expected 1")
             images[0] = TiledImage(self.adapter, shape).pop(message)
-            schedule = []
             if progress is not None:
                 progress(1)
-        end = chunk.count
-        for batch in reversed(schedule):
-            images[end - batch : end] = self._bits_back(batch).pop(message)
-            end -= batch
-            if progress is not None:
-                progress(batch)
         message.seed = Seed(self.settings.seed, seed_words)
         message.check_seed()
         return images

@@ -426,9 +426,8 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
             f"the file holds images of several shapes {shapes}: one .npy array cannot hold "
             "them; give a folder name (one PNG per image)"
         )
-    shape = shapes[0] if shapes else ((*model.config.image_hw, 3) if kind == "rgb" else
-                                      tuple(model.config.image_hw))  # fmt: skip
-    model_shape = tuple(model.config.image_hw) + ((3,) if kind == "rgb" else ())
+    shape = shapes[0] if shapes else model.config.image_shape
+    model_shape = model.config.image_shape
     n_tiled = sum(1 for s in header.shapes if tuple(s) != model_shape)
     workers = args.workers or default_workers(n, n_tiled)  # capped at the chunks
     with (

@@ -103,8 +103,13 @@ class ModelConfig:
         return self.latent_dim if self.family == "vlae" else self.n_steps * self.step_dim
 
     @property
+    def image_shape(self) -> tuple[int, ...]:
+        """One image's array shape: (H, W), or (H, W, 3) for RGB."""
+        return self.image_hw + ((3,) if self.kind == "rgb" else ())
+
+    @property
     def dims_per_image(self) -> int:
-        return self.image_hw[0] * self.image_hw[1] * (3 if self.kind == "rgb" else 1)
+        return math.prod(self.image_shape)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
