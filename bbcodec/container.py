@@ -144,7 +144,8 @@ __all__ = [
 ]
 
 MAGIC = b"\x89BBC\r\n\x1a\n"
-FORMAT_VERSION = 1
+# 2: RGB pixels coded with the mixture re-weighted channel by channel; latent grid ±32.
+FORMAT_VERSION = 2
 
 #: Images per file. Shapes are kept per image in :attr:`Header.shapes`, so this bounds the
 #: memory a (possibly lying) header can make the reader spend (8 bytes per image).

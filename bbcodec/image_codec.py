@@ -64,7 +64,8 @@ class CodingSettings:
     Attributes:
         grid_step_log2: the latent grid step is Δ = 2**grid_step_log2 (a power of two, so
             grid values are exact in float32).
-        grid_bound: latents are coded on [−bound, bound] (the prior's tails: N(0,1) → 8).
+        grid_bound: latents are coded on [−bound, bound]: wide enough for the widest
+            Gaussian a model can output (log-std ≤ 2, std ≤ 7.4) around means of a few units.
         max_batch: the largest number of images coded side by side.
         chunk_images: images per independently decodable chunk; ``None`` (the default)
             lets `bbcodec.api.plan_chunks` choose (up to 4096, split evenly over the
@@ -75,7 +76,7 @@ class CodingSettings:
     """
 
     grid_step_log2: int = -8
-    grid_bound: float = 8.0
+    grid_bound: float = 32.0
     max_batch: int = 256
     chunk_images: int | None = None
     seed: int = 0

@@ -111,6 +111,42 @@ def test_discretized_logistic_mixture_rgb_round_trip(seed):
     check_codec(codec, symbols, big_message(rng))
 
 
+def joint_rgb_mass(params, symbols):
+    """p(r, g, b) = Σ_j π_j p_j(r) p_j(g|r) p_j(b|r, g), straight from the definition."""
+    logit_weights, means, log_scales, coeffs = params
+    weights = np.exp(logit_weights) / np.exp(logit_weights).sum(1, keepdims=True)
+    x = 2.0 * symbols / 255.0 - 1.0  # (n, 3)
+    mean = means.copy()
+    mean[:, 1] += coeffs[:, 0] * x[:, :1]
+    mean[:, 2] += coeffs[:, 1] * x[:, :1] + coeffs[:, 2] * x[:, 1:2]
+    cdf = lambda edge: 1.0 / (1.0 + np.exp(-(edge - mean) / np.exp(log_scales)))
+    upper = np.where(symbols[..., None] == 255, 1.0, cdf(x[..., None] + 1 / 255))
+    lower = np.where(symbols[..., None] == 0, 0.0, cdf(x[..., None] - 1 / 255))
+    return ((upper - lower).prod(axis=1) * weights).sum(axis=1)
+
+
+def test_rgb_pixels_cost_minus_log2_of_the_joint_mixture():
+    """R, G|R and B|R,G multiply to the whole-pixel mixture (components re-weighted)."""
+    rng = np.random.default_rng(3)
+    n, m = 2000, 4
+    logit_weights = rng.normal(size=(n, m))
+    means = rng.uniform(-0.8, 0.8, size=(n, 3, m))  # components far apart, sharp
+    log_scales = rng.uniform(-4.0, -2.5, size=(n, 3, m))
+    params = (logit_weights, means, log_scales, np.tanh(rng.normal(size=(n, 3, m))))
+    symbols = np.zeros((n, 3), dtype=np.int64)  # near component 0's means, channel by channel
+    coeffs = params[3]
+    for c in range(3):
+        x = 2.0 * symbols / 255.0 - 1.0
+        mean = means[:, c, 0] + sum(coeffs[:, c + e - 1, 0] * x[:, e] for e in range(c))
+        symbols[:, c] = np.clip(np.round((mean + 1) * 127.5) + rng.integers(-3, 4, size=n), 0, 255)
+    codec = DiscretizedLogisticMixtureRGB(*params)
+
+    coded_bits = 24 * 3 * n - np.log2(codec.fixed_point_probabilities(symbols)).sum()
+    model_bits = -np.log2(joint_rgb_mass(params, symbols)).sum()
+
+    assert abs(coded_bits - model_bits) < 1e-3 * model_bits
+
+
 def test_logistic_mixture_spans_more_than_one_chunk(monkeypatch):
     from bbcodec.coding import logistic
 

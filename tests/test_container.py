@@ -239,7 +239,7 @@ def test_error_messages_are_one_line():
 # Files built by hand from the layout in the module docstring, with correct CRCs.
 
 
-def frame_header(body: bytes, version: int = 1) -> tuple[bytes, int]:
+def frame_header(body: bytes, version: int = 2) -> tuple[bytes, int]:
     pre = bbc.MAGIC + struct.pack("<HI", version, len(body))
     pre_crc = zlib.crc32(pre)
     header_crc = zlib.crc32(body, pre_crc)
@@ -348,10 +348,10 @@ def test_lying_header_fields(fields, match):
 
 def test_lying_header_length():
     body = header_body()
-    pre = bbc.MAGIC + struct.pack("<HI", 1, 2**32 - 1)
+    pre = bbc.MAGIC + struct.pack("<HI", bbc.FORMAT_VERSION, 2**32 - 1)
     blob = pre + struct.pack("<I", zlib.crc32(pre)) + body
     assert_rejected_cheaply(blob, "header length")
-    pre = bbc.MAGIC + struct.pack("<HI", 1, bbc.MAX_HEADER_BYTES)
+    pre = bbc.MAGIC + struct.pack("<HI", bbc.FORMAT_VERSION, bbc.MAX_HEADER_BYTES)
     blob = pre + struct.pack("<I", zlib.crc32(pre)) + body
     assert_rejected_cheaply(blob, "truncated: header needs")
 

@@ -236,6 +236,62 @@ def _channel_means(
     return means[:, 2] + coeffs[:, 1] * x_red + coeffs[:, 2] * x_green
 
 
+def _component_log_masses(
+    values: np.ndarray, means: np.ndarray, log_scales: np.ndarray
+) -> np.ndarray:
+    """Natural log of each component's probability of each value's bin.
+
+    Stable everywhere: log(σ(b) − σ(a)) = −softplus(−b) − softplus(a) + log(1 − e^(a−b))
+    for the bin [a, b] in units of the scale (a = −∞ for 0, b = +∞ for 255).
+
+    Args:
+        values: int ``(r,)`` 8-bit values.
+        means: float64 ``(r, m)``, ``[-1, 1]`` units.
+        log_scales: float64 ``(r, m)``.
+
+    Returns:
+        float64 ``(r, m)`` log masses (≤ 0).
+    """
+    means, log_scales = coder_float64(means), coder_float64(log_scales)
+    values = np.asarray(values)[:, None]
+    inverse_scales = np.exp(-log_scales)
+    centred = pixel_values_to_unit(values) - means
+    upper = np.where(values == N_PIXEL_VALUES - 1, np.inf, (centred + 1.0 / 255.0) * inverse_scales)
+    lower = np.where(values == 0, -np.inf, (centred - 1.0 / 255.0) * inverse_scales)
+    width = np.where((values == 0) | (values == N_PIXEL_VALUES - 1), np.inf, upper - lower)
+    return -np.logaddexp(0.0, -upper) - np.logaddexp(0.0, lower) + np.log(-np.expm1(-width))
+
+
+def _channel_mixture(
+    logit_weights: np.ndarray,
+    means: np.ndarray,
+    log_scales: np.ndarray,
+    coeffs: np.ndarray,
+    channel: int,
+    red: np.ndarray,
+    green: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mixture one channel is coded with, given the pixel's earlier channels.
+
+    The model is a mixture over whole pixels, p(r, g, b) = Σ_j π_j p_j(r) p_j(g|r) p_j(b|r, g),
+    so given R (and G) the components' weights are their posterior responsibilities:
+    log π_j + log p_j(r) (+ log p_j(g|r)). Coding R, G, B with these conditionals costs
+    exactly −log p(r, g, b); the prior weights π alone would cost more.
+
+    Args:
+        logit_weights: float64 ``(r, m)``; means, log_scales, coeffs: float64 ``(r, 3, m)``.
+        channel: 0 (R), 1 (G) or 2 (B); red / green as in `_channel_means`.
+
+    Returns:
+        float64 ``(r, m)`` logit weights and ``(r, m)`` means of the channel.
+    """
+    weights = logit_weights
+    for earlier, values in enumerate((red, green)[:channel]):
+        earlier_means = _channel_means(means, coeffs, earlier, red, green)
+        weights = weights + _component_log_masses(values, earlier_means, log_scales[:, earlier])
+    return weights, _channel_means(means, coeffs, channel, red, green)
+
+
 class LogisticMixtureRGBParams(NamedTuple):
     """Parameters of :class:`DiscretizedLogisticMixtureRGB`, concatenable along axis 0.
 
@@ -258,7 +314,10 @@ class DiscretizedLogisticMixtureRGB:
 
     Component ``j`` of G has mean ``means[:, 1, j] + coeffs[:, 0, j] * x_R`` and of B
     ``means[:, 2, j] + coeffs[:, 1, j] * x_R + coeffs[:, 2, j] * x_G``, where ``x_c`` is the
-    channel's value in ``[-1, 1]``. Pixels are coded in consecutive groups of
+    channel's value in ``[-1, 1]``. The mixture is over whole pixels (one component for all
+    three channels), so G and B are coded with the components re-weighted by how well each
+    explained the pixel's earlier channels (`_channel_mixture`): the three conditionals
+    multiply to the model's joint p(r, g, b). Pixels are coded in consecutive groups of
     ``group_size``; popping a group pops R of all its pixels, then G, then B (push does the
     reverse). Pass ``group_size`` = pixels per autoregressive step so that a codec built on
     all steps' parameters at once pushes exactly what the per-step codecs pop.
@@ -291,24 +350,27 @@ class DiscretizedLogisticMixtureRGB:
     def _grouped_rows(self, symbols: np.ndarray) -> tuple[np.ndarray, ...]:
         """Symbols and row parameters of all pixels, in stack order (group, channel, pixel)."""
         red, green = symbols[:, 0], symbols[:, 1]
-        means = np.stack(
-            [_channel_means(self.means, self.coeffs, channel, red, green) for channel in range(3)],
-            axis=1,
+        weights, means = zip(
+            *(_channel_mixture(*self._mixture, channel, red, green) for channel in range(3)),
+            strict=True,
         )
-        n, m = self.logit_weights.shape
+        n = self.logit_weights.shape[0]
         n_groups, size = n // self.group_size, self.group_size
 
         def grouped(per_channel: np.ndarray) -> np.ndarray:  # (n, 3, ...) -> stack order
             blocks = per_channel.reshape(n_groups, size, 3, *per_channel.shape[2:])
             return np.ascontiguousarray(np.swapaxes(blocks, 1, 2)).reshape(3 * n, -1)
 
-        weights = np.broadcast_to(self.logit_weights[:, None], (n, 3, m))
         return (
             grouped(symbols).reshape(-1),
-            grouped(weights),
-            grouped(means),
+            grouped(np.stack(weights, axis=1)),
+            grouped(np.stack(means, axis=1)),
             grouped(self.log_scales),
         )
+
+    @property
+    def _mixture(self) -> tuple[np.ndarray, ...]:
+        return self.logit_weights, self.means, self.log_scales, self.coeffs
 
     def push(self, message: Message, symbols: np.ndarray) -> None:
         """Pushes ``(n, 3)`` int symbols in ``0..255`` (channels R, G, B)."""
@@ -324,17 +386,13 @@ class DiscretizedLogisticMixtureRGB:
         symbols = np.empty((n, 3), dtype=np.int32)
         for start in range(0, n, self.group_size):
             group = slice(start, start + self.group_size)
-            weights, means, coeffs = (
-                self.logit_weights[group],
-                self.means[group],
-                self.coeffs[group],
-            )
+            mixture = tuple(array[group] for array in self._mixture)
             for channel in range(3):
+                weights, means = _channel_mixture(
+                    *mixture, channel, symbols[group, 0], symbols[group, 1]
+                )
                 symbols[group, channel] = _pop_rows(
-                    message,
-                    weights,
-                    _channel_means(means, coeffs, channel, symbols[group, 0], symbols[group, 1]),
-                    self.log_scales[group, channel],
+                    message, weights, means, self.log_scales[group, channel]
                 )
         record_pop(message, self, symbols)
         return symbols
