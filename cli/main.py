@@ -355,6 +355,13 @@ def _add_train(subparsers, common) -> None:
         metavar="LABEL",
         help="dataset label for the registry (default: the data file's name)",
     )
+    p.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="start a new run from this trained model (name, .safetensors or run folder) "
+        "grown into the preset: same design with a larger kernel and/or more blocks, same "
+        "function at the start (ignored when resuming)",
+    )
     p.set_defaults(func=_cmd_train)  # fmt: skip
 
 
@@ -373,14 +380,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     valid_images = load_images(args.data, recipe.valid_split)[:2000]
     check_images(config, valid_images, f"{args.data} [{recipe.valid_split}]")
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / args.preset
+    init_from = None
+    if args.init_from:
+        from bbcodec.models.grow import check_growable
+        from bbcodec.models.vae import LatentVariableModel
+
+        from bbcodec.zoo import load_model
+
+        init_from = load_model(args.init_from)
+        check_growable(init_from, LatentVariableModel(config))
     train(
         config, recipe, train_images, valid_images, run_dir, minutes=args.minutes, epochs=args.epochs,
-        device=args.device, seed=args.seed,
+        device=args.device, seed=args.seed, init_from=init_from,
     )  # fmt: skip
     weights = run_dir / "model.safetensors"
     print(f"trained {args.preset}: {weights}")
     if args.export:
         details = {"preset": args.preset, "recipe": _recipe_text(recipe), "seed": args.seed}
+        if args.init_from:
+            details["grown from"] = args.init_from
         _export(weights, args.export, args.data, "test", args.dataset, args, details)
     return 0
 

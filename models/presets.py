@@ -44,6 +44,14 @@ PRESETS: dict[str, tuple[ModelConfig, Recipe]] = {
         ),
         Recipe(learning_rate=2e-3),
     ),
+    # vlae-cifar10 grown (bbcodec train --init-from): 9×9 neighbourhood, 6 blocks.
+    "vlae-cifar10-k9": (
+        ModelConfig(
+            "vlae", "rgb", (32, 32), latent_dim=64, channels=96, feature_channels=32,
+            kernel_size=9, n_blocks=6, n_mixtures=5,
+        ),
+        Recipe(learning_rate=1e-3),
+    ),
     "delta-vae-cifar10": (
         ModelConfig(
             "delta-vae", "rgb", (32, 32), n_steps=8, step_dim=16, delta_nats=20.0,

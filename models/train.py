@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bbcodec.models.grow import grow_into
 from bbcodec.models.presets import Recipe
 from bbcodec.models.vae import LatentVariableModel, ModelConfig, nats_to_bpd
 from bbcodec.models.weights import save_weights
@@ -67,6 +68,7 @@ def train(
     checkpoint_minutes: float = 5.0,
     valid_minutes: float = 10.0,
     log_every: int = 50,
+    init_from: LatentVariableModel | None = None,
 ) -> LatentVariableModel:
     """Train (or resume) a model; returns it after the budget, with the aux prior fitted.
 
@@ -75,6 +77,8 @@ def train(
         valid_images: a small held-out set for the logged validation −ELBO.
         minutes / epochs: the budget (exactly one must be given); it counts the time of
             all sessions of this run together, so a resumed run finishes the same schedule.
+        init_from: a new run starts from this trained smaller model, grown into ``config``
+            (`bbcodec.models.grow`); a resumed run ignores it.
     """
     if (minutes is None) == (epochs is None):
         raise ValueError("give exactly one budget: minutes or epochs")
@@ -99,6 +103,9 @@ def train(
         print(
             f"resuming {run_dir} at step {state['step']} ({state['seconds'] / 60:.1f} min trained)"
         )
+    elif init_from is not None:
+        grow_into(init_from.to(device), model)
+        _append_log(run_dir, {"step": 0, "grown_from_config": init_from.config.to_json()})
 
     n = len(train_images)
     total_images = epochs * n if epochs is not None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import json
 import math
@@ -351,3 +352,21 @@ def test_keyboard_interrupt_is_one_line(capsys, tiny, data, monkeypatch):
     code, _, err = run(capsys, "eval", "--model", str(tiny), "--data", str(data))
     assert code == 130
     _assert_one_line_error(code, err, "interrupted")
+
+
+def test_train_cli_grows_a_trained_model(capsys, tmp_path, data, monkeypatch):
+    small = _save(TINY, tmp_path / "small.safetensors")
+    grown = dataclasses.replace(TINY, kernel_size=5, n_blocks=2)
+    monkeypatch.setitem(presets.PRESETS, "grown", (grown, Recipe(batch_size=8, valid_split="test")))
+    argv = ["train", "--preset", "grown", "--data", str(data), "--run-dir", str(tmp_path / "run"),
+            "--epochs", "1", "--threads", "1", "--init-from"]  # fmt: skip
+
+    code, _, err = run(capsys, *argv, str(small))
+
+    assert code == 0, err
+    first = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
+    assert ModelConfig.from_json(first["grown_from_config"]) == TINY
+    assert load_weights(tmp_path / "run" / "model.safetensors").config == grown
+    wider = _save(dataclasses.replace(TINY, channels=16), tmp_path / "wider.safetensors")
+    code, _, err = run(capsys, *argv, str(wider), "--run-dir", str(tmp_path / "run2"))
+    _assert_one_line_error(code, err, "differs in channels")

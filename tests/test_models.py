@@ -667,3 +667,42 @@ def test_narrow_feature_network_projects_to_the_pixel_network_width():
         full = model.likelihood_params(x, z)
     torch.testing.assert_close(run_stepper(model, x, z), full, rtol=0, atol=1e-5)
     assert ModelConfig.from_json(config.to_json()) == config
+
+
+# ----- growing a trained model ------------------------------------------------------------
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_grown_model_computes_what_the_small_one_did(family):
+    from bbcodec.models.grow import grow_into
+
+    torch.manual_seed(0)
+    small_config = ModelConfig(family, "rgb", (8, 8), latent_dim=4, n_steps=2, step_dim=2,
+                               channels=8, kernel_size=3, n_blocks=1, n_mixtures=2, made_hidden=16)  # fmt: skip
+    small = LatentVariableModel(small_config).eval()
+    for p in small.parameters():  # every weight non-zero, as after training
+        p.data.normal_(0, 0.3)
+    large = LatentVariableModel(dataclasses.replace(small_config, kernel_size=7, n_blocks=3))
+    grow_into(small, large.eval())
+    x = torch.randint(0, 256, (4, 8, 8, 3), dtype=torch.uint8)
+
+    torch.manual_seed(1)
+    before = small.elbo_terms(x)
+    torch.manual_seed(1)
+    after = large.elbo_terms(x)
+
+    torch.testing.assert_close(after.neg_elbo_nats, before.neg_elbo_nats, rtol=1e-5, atol=1e-3)
+    new_block = large.decoder.blocks[2]
+    assert new_block.outer.weight.abs().sum() == 0 and new_block.inner.weight.abs().sum() > 0
+
+
+def test_growing_refuses_other_changes():
+    from bbcodec.models.grow import grow_into
+
+    config = ModelConfig("vlae", "grey", (8, 8), latent_dim=4, channels=8, kernel_size=5,
+                         n_blocks=2, made_hidden=16)  # fmt: skip
+    small = LatentVariableModel(config)
+    for change, match in [({"channels": 16}, "differs in channels"),
+                          ({"kernel_size": 3}, "cannot shrink"),
+                          ({"n_blocks": 1}, "cannot shrink"),
+                          ({"kind": "rgb"}, "differs in kind")]:  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            grow_into(small, LatentVariableModel(dataclasses.replace(config, **change)))

@@ -1,0 +1,75 @@
+"""Start a larger model from a trained smaller one, computing the same function.
+
+Training on two CPU cores is the bottleneck, so a model that turns out too small is grown
+instead of retrained: a larger local receptive field (``kernel_size``) and more gated
+blocks (``n_blocks``), everything else equal. The grown model starts where the small one
+stopped — its ELBO is the same to float rounding — and training makes use of the new room:
+
+- the decoder's masked convolutions get the old k×k taps in the middle of the new ones
+  (rows aligned at the current row, columns centred), zeros on the new taps;
+- each new gated block starts as the identity (its output projection is zero; its input
+  projection keeps the random initialisation, so gradients reach it at once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from bbcodec.models.vae import LatentVariableModel
+
+#: Config fields a model may grow in; every other field must be equal.
+GROWABLE = ("kernel_size", "n_blocks")
+
+
+def check_growable(small: LatentVariableModel, large: LatentVariableModel) -> None:
+    """Raise ValueError unless ``large`` is ``small`` with a larger kernel and/or more blocks."""
+    a, b = small.config, large.config
+    same_otherwise = dataclasses.replace(a, **{name: getattr(b, name) for name in GROWABLE})
+    if same_otherwise != b:
+        differ = [
+            f.name
+            for f in dataclasses.fields(a)
+            if f.name not in GROWABLE and getattr(a, f.name) != getattr(b, f.name)
+        ]
+        raise ValueError(
+            f"cannot grow into this model: it differs in {', '.join(differ)} "
+            f"(only {' and '.join(GROWABLE)} may change)"
+        )
+    if b.kernel_size < a.kernel_size or b.n_blocks < a.n_blocks:
+        raise ValueError(
+            f"cannot shrink: kernel {a.kernel_size} → {b.kernel_size}, "
+            f"blocks {a.n_blocks} → {b.n_blocks}"
+        )
+
+
+@torch.no_grad()
+def grow_into(small: LatentVariableModel, large: LatentVariableModel) -> None:
+    """Overwrite ``large``'s weights so that it computes what ``small`` computes.
+
+    Args:
+        small: the trained model.
+        large: a freshly initialised model of a grown config (see `check_growable`).
+    """
+    check_growable(small, large)
+    old = small.state_dict()
+    for name, param in large.state_dict().items():
+        if name in old and old[name].shape == param.shape:
+            param.copy_(old[name])
+        elif name.endswith("weight") and name in old and param.dim() == 4:
+            _embed_taps(param, old[name])
+        elif name.startswith("decoder.blocks.") and name not in old:
+            if ".outer." in name:
+                param.zero_()  # a new block adds nothing until it has learned something
+        else:
+            raise ValueError(f"cannot grow parameter {name}: {tuple(param.shape)}")
+
+
+def _embed_taps(new: torch.Tensor, old: torch.Tensor) -> None:
+    """Causal conv weights (out, in, rows, cols): old taps in the bottom rows, centred."""
+    if new.shape[:2] != old.shape[:2]:
+        raise ValueError(f"cannot grow convolution {tuple(old.shape)} → {tuple(new.shape)}")
+    rows, cols = old.shape[2:]
+    side = (new.shape[3] - cols) // 2
+    new.zero_()
+    new[:, :, new.shape[2] - rows :, side : side + cols] = old
