@@ -43,7 +43,8 @@ bits/dim against the number of images coded (the seed's initial bits amortising)
 
 Images of other sizes than the model's (a folder of photos, say ../shared/data/kodak with
 a VLAE) are benchmarked one file per photo: per-photo rates, −ELBO (tiled) and encode /
-decode seconds, and the totals over all photos; the plot shows bits/dim per photo."""
+decode seconds (each timed in the worker process that coded it), and the totals over all
+photos; the plot shows bits/dim per photo."""
 
 
 def _add_bench(subparsers, common) -> None:
@@ -83,7 +84,12 @@ def _add_bench(subparsers, common) -> None:
         help="images per independently decodable chunk (default: split evenly over the "
         f"workers, at most {MAX_AUTO_CHUNK_IMAGES} per chunk)",
     )  # fmt: skip
-    p.add_argument("--workers", type=_positive_int, metavar="N", help=WORKERS_HELP)
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help=WORKERS_HELP + "; photos: one photo per worker at a time (default: one per core)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_bench)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,51 +22,31 @@ import numpy as np
 def bench_photos(
     args: argparse.Namespace, model, images: list[np.ndarray], labels: list[str]
 ) -> tuple[dict[str, Any], str | None]:
-    """Code each (H, W[, 3]) image alone; returns (JSON-ready results, failure or None)."""
+    """Code each (H, W[, 3]) image alone; returns (JSON-ready results, failure or None).
+
+    With ``--workers`` N > 1, N processes (one torch thread each) take a photo at a time;
+    each photo's seconds are measured in the process that coded it.
+    """
     import torch
-    from bbcodec.models.tiles import tiled_elbo_terms
     from tqdm import tqdm
 
-    from bbcodec.api import compress_to, decompress_from
-    from bbcodec.baselines import BASELINES, run_baselines
-    from bbcodec.container import ContainerError
+    from bbcodec.baselines import BASELINES
     from bbcodec.image_codec import CodingSettings
+    from bbcodec.parallel import code_chunks
     from bbcodec.zoo import list_models
 
     registered = args.model in {info.name for info in list_models()}
-    threads = torch.get_num_threads()
+    workers = min(args.workers or os.cpu_count() or 1, len(images))
+    threads = 1 if workers > 1 else torch.get_num_threads()
     settings = CodingSettings(seed=args.seed, device=args.device, torch_threads=threads)
+    tasks = ((label, image, args.model if registered else None)
+             for label, image in zip(labels, images, strict=True))  # fmt: skip
     rows, failures = [], []
-    torch.manual_seed(args.seed)
-    for label, image in zip(tqdm(labels, desc="photos", disable=args.quiet), images, strict=True):
-        buffer = io.BytesIO()
-        t0 = time.perf_counter()
-        report = compress_to(buffer, image, args.model if registered else model, settings)
-        encode_s = time.perf_counter() - t0
-        buffer.seek(0)
-        t0 = time.perf_counter()
-        try:
-            (decoded,) = list(decompress_from(buffer, model))
-            decode_s = time.perf_counter() - t0
-            if not np.array_equal(decoded[0], image):
-                failures.append(f"{label} decodes to other pixels")
-        except ContainerError as exc:
-            decode_s = None
-            failures.append(f"{label} does not decode: {exc}")
-        with torch.inference_mode():
-            recon_nats, kl_nats = tiled_elbo_terms(model, image)
-        baselines = run_baselines(image[None], BASELINES, progress=False)
-        dims = image.size
-        rows.append({
-            "image": label, "shape": list(image.shape), "dims": dims,
-            "file_bytes": report.file_bits // 8, "achieved_bpd": report.achieved_bpd,
-            "information_bpd": report.information_bits / dims,
-            "initial_bits": report.initial_bits,
-            "neg_elbo_bpd": (recon_nats + kl_nats) / (dims * math.log(2)),
-            "kl_bpd": kl_nats / (dims * math.log(2)),
-            "encode_seconds": encode_s, "decode_seconds": decode_s,
-            "baselines": {name: r.bpd for name, r in baselines.items()},
-        })  # fmt: skip
+    results = code_chunks(model, settings, workers, _bench_photo, tasks)
+    for row, failure in tqdm(results, desc="photos", total=len(images), disable=args.quiet):
+        rows.append(row)
+        if failure:
+            failures.append(failure)
     total_dims = sum(r["dims"] for r in rows)
 
     def total(bpd_of) -> float:
@@ -96,12 +77,57 @@ def bench_photos(
         },
         "roundtrip_ok": not failures,
         "threads": threads,
+        "workers": workers,
         "device": args.device,
         "seed": args.seed,
         "coding_settings": settings.to_dict(),
         "images": rows,
     }
     return result, ("; ".join(failures) if failures else None)
+
+
+def _bench_photo(codec, label: str, image: np.ndarray, model_name: str | None, progress):
+    """One photo: its own file encoded and decoded (timed, pixels compared), its tiled −ELBO
+    and the classic codecs. Returns (row, failure or None). Runs in a worker or in-process
+    (`bbcodec.parallel.code_chunks`); ``model_name`` is recorded in the file if given."""
+    import torch
+    from bbcodec.models.tiles import tiled_elbo_terms
+
+    from bbcodec.api import compress_to, decompress_from
+    from bbcodec.baselines import BASELINES, run_baselines
+    from bbcodec.container import ContainerError
+
+    model, failure = codec.adapter.model, None
+    buffer = io.BytesIO()
+    t0 = time.perf_counter()
+    report = compress_to(buffer, image, model_name or model, codec.settings)
+    encode_s = time.perf_counter() - t0
+    buffer.seek(0)
+    t0 = time.perf_counter()
+    try:
+        (decoded,) = list(decompress_from(buffer, model))
+        decode_s = time.perf_counter() - t0
+        if not np.array_equal(decoded[0], image):
+            failure = f"{label} decodes to other pixels"
+    except ContainerError as exc:
+        decode_s = None
+        failure = f"{label} does not decode: {exc}"
+    torch.manual_seed(codec.settings.seed)  # the same z-samples however photos are spread
+    with torch.inference_mode():
+        recon_nats, kl_nats = tiled_elbo_terms(model, image)
+    baselines = run_baselines(image[None], BASELINES, progress=False)
+    dims = image.size
+    row = {
+        "image": label, "shape": list(image.shape), "dims": dims,
+        "file_bytes": report.file_bits // 8, "achieved_bpd": report.achieved_bpd,
+        "information_bpd": report.information_bits / dims,
+        "initial_bits": report.initial_bits,
+        "neg_elbo_bpd": (recon_nats + kl_nats) / (dims * math.log(2)),
+        "kl_bpd": kl_nats / (dims * math.log(2)),
+        "encode_seconds": encode_s, "decode_seconds": decode_s,
+        "baselines": {name: r.bpd for name, r in baselines.items()},
+    }  # fmt: skip
+    return row, failure
 
 
 def print_photo_table(r: dict[str, Any]) -> None:

@@ -220,7 +220,7 @@ def test_bench_on_photos_codes_each_its_own_file(capsys, tmp_path):
     Image.fromarray(rng.integers(0, 256, (12, 9, 3), dtype=np.uint8)).save(folder / "b.png")
     out = tmp_path / "photos.json"
     code = main(["bench", "--model", str(model), "--data", str(folder), "--json", str(out),
-                 "--threads", "1", "-q"])  # fmt: skip
+                 "--threads", "1", "-q", "--workers", "2"])  # fmt: skip
     stdout, err = capsys.readouterr()
     assert code == 0, err
     r = json.loads(out.read_text())
@@ -236,3 +236,13 @@ def test_bench_on_photos_codes_each_its_own_file(capsys, tmp_path):
     assert math.isclose(r["achieved_bpd"], total)
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "a.png" in stdout and "each its own file" in stdout
+    r_one = json.loads(out.read_text())
+    code = main(["bench", "--model", str(model), "--data", str(folder), "--json", str(out),
+                 "--threads", "1", "-q", "--workers", "1"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    r_two = json.loads(out.read_text())
+    assert (r_one["workers"], r_two["workers"]) == (2, 1)
+    same = ("file_bytes", "neg_elbo_bpd", "baselines")  # photos spread over workers or not
+    assert [[row[k] for k in same] for row in r_one["images"]] == [
+        [row[k] for k in same] for row in r_two["images"]
+    ]
