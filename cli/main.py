@@ -383,12 +383,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     init_from = None
     if args.init_from:
         from bbcodec.models.grow import check_growable
-        from bbcodec.models.vae import LatentVariableModel
 
         from bbcodec.zoo import load_model
 
         init_from = load_model(args.init_from)
-        check_growable(init_from, LatentVariableModel(config))
+        check_growable(init_from.config, config)
     train(
         config, recipe, train_images, valid_images, run_dir, minutes=args.minutes, epochs=args.epochs,
         device=args.device, seed=args.seed, init_from=init_from,

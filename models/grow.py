@@ -16,15 +16,14 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from bbcodec.models.vae import LatentVariableModel
+from bbcodec.models.vae import LatentVariableModel, ModelConfig
 
 #: Config fields a model may grow in; every other field must be equal.
 GROWABLE = ("kernel_size", "n_blocks")
 
 
-def check_growable(small: LatentVariableModel, large: LatentVariableModel) -> None:
-    """Raise ValueError unless ``large`` is ``small`` with a larger kernel and/or more blocks."""
-    a, b = small.config, large.config
+def check_growable(a: ModelConfig, b: ModelConfig) -> None:
+    """Raise ValueError unless config ``b`` is ``a`` with a larger kernel and/or more blocks."""
     same_otherwise = dataclasses.replace(a, **{name: getattr(b, name) for name in GROWABLE})
     if same_otherwise != b:
         differ = [
@@ -51,7 +50,7 @@ def grow_into(small: LatentVariableModel, large: LatentVariableModel) -> None:
         small: the trained model.
         large: a freshly initialised model of a grown config (see `check_growable`).
     """
-    check_growable(small, large)
+    check_growable(small.config, large.config)
     old = small.state_dict()
     for name, param in large.state_dict().items():
         if name in old and old[name].shape == param.shape:

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -262,16 +263,14 @@ def _component_log_masses(
     return -np.logaddexp(0.0, -upper) - np.logaddexp(0.0, lower) + np.log(-np.expm1(-width))
 
 
-def _channel_mixture(
+def _channel_mixtures(
     logit_weights: np.ndarray,
     means: np.ndarray,
     log_scales: np.ndarray,
     coeffs: np.ndarray,
-    channel: int,
-    red: np.ndarray,
-    green: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The mixture one channel is coded with, given the pixel's earlier channels.
+    symbols: np.ndarray,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The mixtures R, G and B are coded with, each given the pixel's earlier channels.
 
     The model is a mixture over whole pixels, p(r, g, b) = Σ_j π_j p_j(r) p_j(g|r) p_j(b|r, g),
     so given R (and G) the components' weights are their posterior responsibilities:
@@ -280,16 +279,20 @@ def _channel_mixture(
 
     Args:
         logit_weights: float64 ``(r, m)``; means, log_scales, coeffs: float64 ``(r, 3, m)``.
-        channel: 0 (R), 1 (G) or 2 (B); red / green as in `_channel_means`.
+        symbols: int ``(r, 3)``; channel c's values are read only after channel c's
+            mixture was yielded, so a decoder may fill them in as it pops.
 
-    Returns:
-        float64 ``(r, m)`` logit weights and ``(r, m)`` means of the channel.
+    Yields:
+        For channels 0, 1, 2: float64 ``(r, m)`` logit weights and ``(r, m)`` means.
     """
     weights = logit_weights
-    for earlier, values in enumerate((red, green)[:channel]):
-        earlier_means = _channel_means(means, coeffs, earlier, red, green)
-        weights = weights + _component_log_masses(values, earlier_means, log_scales[:, earlier])
-    return weights, _channel_means(means, coeffs, channel, red, green)
+    for channel in range(3):
+        channel_means = _channel_means(means, coeffs, channel, symbols[:, 0], symbols[:, 1])
+        yield weights, channel_means
+        if channel < 2:
+            weights = weights + _component_log_masses(
+                symbols[:, channel], channel_means, log_scales[:, channel]
+            )
 
 
 class LogisticMixtureRGBParams(NamedTuple):
@@ -316,7 +319,7 @@ class DiscretizedLogisticMixtureRGB:
     ``means[:, 2, j] + coeffs[:, 1, j] * x_R + coeffs[:, 2, j] * x_G``, where ``x_c`` is the
     channel's value in ``[-1, 1]``. The mixture is over whole pixels (one component for all
     three channels), so G and B are coded with the components re-weighted by how well each
-    explained the pixel's earlier channels (`_channel_mixture`): the three conditionals
+    explained the pixel's earlier channels (`_channel_mixtures`): the three conditionals
     multiply to the model's joint p(r, g, b). Pixels are coded in consecutive groups of
     ``group_size``; popping a group pops R of all its pixels, then G, then B (push does the
     reverse). Pass ``group_size`` = pixels per autoregressive step so that a codec built on
@@ -349,11 +352,7 @@ class DiscretizedLogisticMixtureRGB:
 
     def _grouped_rows(self, symbols: np.ndarray) -> tuple[np.ndarray, ...]:
         """Symbols and row parameters of all pixels, in stack order (group, channel, pixel)."""
-        red, green = symbols[:, 0], symbols[:, 1]
-        weights, means = zip(
-            *(_channel_mixture(*self._mixture, channel, red, green) for channel in range(3)),
-            strict=True,
-        )
+        weights, means = zip(*_channel_mixtures(*self._mixture, symbols), strict=True)
         n = self.logit_weights.shape[0]
         n_groups, size = n // self.group_size, self.group_size
 
@@ -387,10 +386,8 @@ class DiscretizedLogisticMixtureRGB:
         for start in range(0, n, self.group_size):
             group = slice(start, start + self.group_size)
             mixture = tuple(array[group] for array in self._mixture)
-            for channel in range(3):
-                weights, means = _channel_mixture(
-                    *mixture, channel, symbols[group, 0], symbols[group, 1]
-                )
+            channels = _channel_mixtures(*mixture, symbols[group])  # a view: sees the pops
+            for channel, (weights, means) in enumerate(channels):
                 symbols[group, channel] = _pop_rows(
                     message, weights, means, self.log_scales[group, channel]
                 )
