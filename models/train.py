@@ -129,6 +129,8 @@ def train(
     )
     running = []
     model.train()
+    if progress() < 1.0:  # the weights will move: an aux prior fitted to the old ones is stale
+        state["aux_step"] = 0
     while progress() < 1.0:
         t0 = time.time()
         if cursor + recipe.batch_size > n:

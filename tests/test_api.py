@@ -319,6 +319,25 @@ def test_shipped_model_round_trips_2000_test_digits(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["vlae-cifar10", "delta-vae-cifar10"])
+def test_shipped_cifar10_model_round_trips_test_images(monkeypatch, name):
+    """Both CIFAR-10 models on 256 real test images: every RGB pixel back, and the rate
+    within 3 % of the card's test −ELBO (a subset; the file adds seed and trailers)."""
+    monkeypatch.delenv(zoo.WEIGHTS_DIR_ENV)
+    shipped = {info.name: info for info in zoo.list_models()}
+    cifar10 = BMNIST.parent / "cifar10.npz"
+    if name not in shipped:
+        pytest.skip(f"{name} is not shipped yet")
+    if not cifar10.is_file():
+        pytest.skip(f"no CIFAR-10 at {cifar10}")
+    images = np.load(cifar10)["x_test"][:256]
+    out = io.BytesIO()
+    report = compress_to(out, images, model=name)
+    np.testing.assert_array_equal(bbcodec.decompress(out.getvalue()), images)
+    assert report.achieved_bpd < 1.03 * shipped[name].test_neg_elbo_bpd
+
+
+@pytest.mark.slow
 def test_a_real_photo_round_trips_tiled(monkeypatch):
     """A Kodak photo (a 256×384 crop) with a shipped model of small tiles: every pixel
     back, across hundreds of tiles; the file is within 3 % of the tiled −ELBO."""

@@ -536,6 +536,11 @@ def test_delta_vae_training_fits_the_aux_prior(tmp_path):
     assert model.aux_prior.out.weight.abs().sum() > 0  # moved off its N(0, I) start
     assert load_weights(tmp_path / "model.safetensors").config == config
 
+    # A warm restart with a larger budget trains on, so the aux prior is fitted again.
+    fitted = model.aux_prior.out.weight.clone()
+    model = train(config, recipe, stripes(64), stripes(32, seed=1), tmp_path, epochs=2, log_every=1)
+    assert not torch.equal(model.aux_prior.out.weight, fitted)  # (training leaves it alone)
+
 
 # --------------------------------------------------------------------------------------
 # 6. weights files
