@@ -2,7 +2,7 @@
 
 Example:
     >>> import numpy as np, bbcodec
-    >>> digits = bbcodec.example_images()                           # doctest: +SKIP
+    >>> digits = np.load("../shared/data/binarized_mnist.npz")["test"][:100]  # doctest: +SKIP
     >>> data = bbcodec.compress(digits, model="vlae-bmnist")          # doctest: +SKIP
     >>> np.array_equal(bbcodec.decompress(data), digits)             # doctest: +SKIP
     True
@@ -11,10 +11,9 @@ A file names its model (registered name) and carries a fingerprint of the weight
 with other weights is a clear `DecodeError`, never wrong pixels.
 
 **Workers.** A file is a sequence of independently decodable chunks; ``workers=k`` codes
-them in ``k`` worker processes (`bbcodec.parallel`), each running the model with one torch
-thread. The bytes of a chunk do not depend on the number of workers. When the settings
-leave ``chunk_images`` unset (``None``, the default), `plan_chunks` splits the images
-evenly so every worker is busy; an explicit ``chunk_images`` is always obeyed.
+them in ``k`` worker processes (`bbcodec.codec.workers`), each running the model with one
+torch thread. The bytes of a chunk do not depend on the number of workers. How images are
+cut into chunks, and how many workers run, is `bbcodec.plan.plan_coding`'s decision.
 """
 
 from __future__ import annotations
@@ -24,128 +23,36 @@ import dataclasses
 import hashlib
 import io
 import itertools
-import math
-import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
 import torch
 
+from bbcodec.codec import (
+    CodingSettings,
+    CompressReport,
+    code_chunks,
+    decode_chunk_checked,
+    encode_chunk_at,
+)
 from bbcodec.coding import SEED_GENERATOR
 from bbcodec.container import ContainerReader, ContainerWriter, Header, SeedPolicy
-from bbcodec.image_codec import CodingSettings, DecodeError, split_chunks
+from bbcodec.errors import DecodeError, ImageKindError, UsageError
 from bbcodec.models.data import dataset_kind
-from bbcodec.parallel import code_chunks, decode_chunk_checked, encode_chunk_at
+from bbcodec.plan import default_model_name, plan_coding, shape_runs
 from bbcodec.zoo import list_models, load_model
 
 __all__ = [
     "CompressReport",
-    "ImageKindError",
     "compress",
     "compress_to",
     "decompress",
     "decompress_from",
     "default_model_for",
-    "default_workers",
-    "describe_default_models",
     "load_model",
-    "plan_chunks",
     "weights_fingerprint",
 ]
-
-#: The model chosen for each image kind and size when none is given; size ``None``: any
-#: other size (coded tiled).
-DEFAULT_MODELS: dict[tuple[str, tuple[int, int] | None], str] = {
-    ("binary", (28, 28)): "vlae-bmnist",
-    ("grey", (28, 28)): "vlae-mnist",
-    ("rgb", (32, 32)): "vlae-cifar10",
-    ("rgb", None): "vlae-cifar10",
-}
-
-
-#: Largest chunk `plan_chunks` makes when ``chunk_images`` is left to it.
-MAX_AUTO_CHUNK_IMAGES = 4096
-#: Fewest images per worker `default_workers` starts a worker for. Each chunk ramps its
-#: batch up from one image as bits-back bits accumulate on its stack; on binarized MNIST
-#: that ramp takes 20–40 batches, as long as coding ~1500 images at full batch, and a
-#: worker takes seconds to start (it imports torch): below this, one process is as fast.
-MIN_IMAGES_PER_WORKER = 1024
-
-
-class ImageKindError(ValueError):
-    """Images the chosen model cannot code (shape, kind or dtype), with what would work."""
-
-
-def plan_chunks(
-    n_images: int, chunk_images: int | None, workers: int, device: str = "cpu"
-) -> tuple[int, int]:
-    """Images per chunk and worker processes for coding ``n_images`` images.
-
-    Workers run on the CPU only (on another device coding stays in-process: 1 worker).
-    ``chunk_images=None`` splits the images evenly into as few chunks as keep every worker
-    busy: a multiple of the workers' count, each at most `MAX_AUTO_CHUNK_IMAGES`. An
-    explicit ``chunk_images`` is kept. The workers are then capped at the number of chunks.
-
-    Example:
-        >>> plan_chunks(2000, None, 2), plan_chunks(10000, None, 2), plan_chunks(10000, None, 1)
-        ((1000, 2), (2500, 2), (3334, 1))
-        >>> plan_chunks(11, 4, 8), plan_chunks(2000, None, 2, device="cuda")
-        ((4, 3), (2000, 1))
-    """
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
-    if not device.startswith("cpu"):
-        workers = 1
-    n = max(n_images, 1)
-    if chunk_images is None:
-        n_chunks = workers * math.ceil(n / (workers * MAX_AUTO_CHUNK_IMAGES))
-        chunk_images = math.ceil(n / n_chunks)
-    return chunk_images, min(workers, math.ceil(n / chunk_images))
-
-
-def default_workers(n_images: int, n_tiled: int = 0) -> int:
-    """The CLI's default worker count: one per CPU core (`os.cpu_count`), but at most one
-    per `MIN_IMAGES_PER_WORKER` images, so small jobs stay in one process; each of the
-    ``n_tiled`` images of another size than the model's (a photo, its own chunk) counts as
-    a worker's worth."""
-    batched = (n_images - n_tiled) // MIN_IMAGES_PER_WORKER
-    return max(1, min(os.cpu_count() or 1, batched + n_tiled))
-
-
-@dataclass(frozen=True)
-class CompressReport:
-    """What a compression cost.
-
-    Attributes:
-        n_images: images coded.
-        n_dims: sub-pixels of all images together.
-        file_bits: every bit of the output, header, seed and trailers included.
-        information_bits: information content of the coded symbols (net of bits back).
-        net_bits: stack growth over the seeds, summed over chunks.
-        initial_bits: seed bits, summed over chunks.
-        chunk_batch_sizes: batch schedule of each chunk.
-        chunk_stack_bits: bits on each chunk's stack (seed included) after each batch.
-        image_information_bits: each image's share of ``information_bits``
-            (−log₂ P(x|z̄) − log₂ P(z̄) + log₂ Q(z̄|x) for the z̄ popped for it), in image
-            order; ``None`` if unavailable.
-    """
-
-    n_images: int
-    n_dims: int
-    file_bits: int
-    information_bits: float
-    net_bits: int
-    initial_bits: int
-    chunk_batch_sizes: tuple[tuple[int, ...], ...]
-    chunk_stack_bits: tuple[tuple[int, ...], ...] = ()
-    image_information_bits: tuple[float, ...] | None = None
-
-    @property
-    def achieved_bpd(self) -> float:
-        """File bits per sub-pixel: the rate a user gets."""
-        return self.file_bits / self.n_dims
 
 
 def weights_fingerprint(model) -> bytes:
@@ -194,11 +101,8 @@ def _as_runs(images) -> list[np.ndarray]:
 
 
 def default_model_for(images) -> str:
-    """The shipped model for these images' kind and size, or an `ImageKindError`.
-
-    A model listed for the exact size wins; images of other (or several) sizes get the
-    kind's any-size model, which codes them tiled.
-    """
+    """The shipped model for these images' kind and size, or an `ImageKindError` (see
+    `bbcodec.plan.default_model_name`)."""
     return _default_model_for_runs(_as_runs(images))
 
 
@@ -206,23 +110,7 @@ def _default_model_for_runs(runs: list[np.ndarray]) -> str:
     kinds = {dataset_kind(run) for run in runs}
     if len(kinds) > 1:
         raise ImageKindError(f"images of several kinds ({', '.join(sorted(kinds))}) in one file")
-    (kind,) = kinds
-    sizes = {tuple(run.shape[1:3]) for run in runs}
-    exact = (kind, next(iter(sizes))) if len(sizes) == 1 else None
-    for key in (exact, (kind, None)):
-        if key in DEFAULT_MODELS:
-            return DEFAULT_MODELS[key]
-    known = describe_default_models()
-    what = "x".join(map(str, next(iter(sizes)))) if len(sizes) == 1 else "several sizes"
-    raise ImageKindError(f"no shipped model for {kind} images of {what} (models: {known})")
-
-
-def describe_default_models() -> str:
-    """``binary 28x28 → vlae-bmnist; …``: the `DEFAULT_MODELS` for messages and help."""
-    return "; ".join(
-        f"{kind} {'any size' if hw is None else f'{hw[0]}x{hw[1]}'} → {name}"
-        for (kind, hw), name in DEFAULT_MODELS.items()
-    )
+    return default_model_name(kinds.pop(), (tuple(run.shape[1:3]) for run in runs))
 
 
 def _check_images(model, runs: list[np.ndarray], model_id: str) -> None:
@@ -254,20 +142,6 @@ def _resolve(model, runs: list[np.ndarray]) -> tuple[object, str]:
     return load_model(model), model if model in registered else "custom"
 
 
-def _chunk_tasks(runs, model_shape, chunk_images: int) -> Iterator[tuple[np.ndarray, int]]:
-    """(images, first) of each chunk: runs of the model's shape in ``chunk_images`` chunks,
-    any other image alone (it is coded tiled)."""
-    first = 0
-    for run in runs:
-        if run.shape[1:] == model_shape:
-            for start, count in split_chunks(len(run), chunk_images):
-                yield run[start : start + count], first + start
-        else:
-            for i in range(len(run)):
-                yield run[i : i + 1], first + i
-        first += len(run)
-
-
 def compress_to(
     out: BinaryIO,
     images,
@@ -287,68 +161,61 @@ def compress_to(
             (chosen by the images' kind and shape).
         settings: coding settings (defaults: `CodingSettings()` with this process's torch
             thread count, or one thread with several workers). ``chunk_images=None``
-            lets `plan_chunks` choose; the file records the size used.
+            lets `bbcodec.plan.plan_coding` choose; the file records the size used.
         progress: called with the number of images finished, as they finish.
         workers: worker processes coding chunks side by side (``None``: 1, in this
-            process); capped at the number of chunks (see `plan_chunks`). With more than
-            one, ``settings.torch_threads`` must be 1.
+            process); capped at the number of chunks. With more than one,
+            ``settings.torch_threads`` must be 1.
 
     Raises:
         ImageKindError: images the model cannot code.
-        ValueError: ``workers`` < 1, or several workers with ``torch_threads`` ≠ 1.
+        UsageError: ``workers`` < 1, or several workers with ``torch_threads`` ≠ 1.
     """
     runs = _as_runs(images)
     model_obj, model_id = _resolve(model, runs)
     _check_images(model_obj, runs, model_id)
-    model_shape = model_obj.config.image_shape
-    requested = 1 if workers is None else workers
+    device = "cpu" if settings is None else settings.device
+    plan = plan_coding(
+        [(run.shape[1:], len(run)) for run in runs], model_obj.config.image_shape,
+        None if settings is None else settings.chunk_images, 1 if workers is None else workers,
+        device, torch.get_num_threads(),
+    )  # fmt: skip
     if settings is None:
-        threads = 1 if requested > 1 else torch.get_num_threads()
-        settings = CodingSettings(torch_threads=threads)
-    n_batched = sum(len(run) for run in runs if run.shape[1:] == model_shape)
-    chunk_images, _ = plan_chunks(n_batched, settings.chunk_images, requested, settings.device)
-    tasks = list(_chunk_tasks(runs, model_shape, chunk_images))  # views, no copies
-    workers = min(1 if not settings.device.startswith("cpu") else requested, len(tasks))
-    settings = dataclasses.replace(settings, chunk_images=chunk_images)
-    if workers > 1 and settings.torch_threads != 1:
-        raise ValueError(
-            f"{workers} workers code with one torch thread each: pass settings with "
+        settings = CodingSettings(torch_threads=plan.torch_threads)
+    settings = dataclasses.replace(settings, chunk_images=plan.chunk_images)
+    if plan.workers > 1 and settings.torch_threads != 1:
+        raise UsageError(
+            f"{plan.workers} workers code with one torch thread each: pass settings with "
             f"torch_threads=1 (got {settings.torch_threads})"
         )
+
+    def tasks():  # (images, first) of each chunk: views into the runs, no copies
+        spans = iter(plan.spans)  # in run order; a span never crosses runs
+        for run in runs:
+            start = 0
+            while start < len(run):
+                span = next(spans)
+                yield run[start : start + span.count], span.first
+                start += span.count
+
     shapes = tuple(run.shape[1:] for run in runs for _ in range(len(run)))
     header = Header(
-        model_id=model_id, weights_sha256=weights_fingerprint(model_obj), settings=settings.to_dict(),
+        model_id=model_id, weights_sha256=weights_fingerprint(model_obj),
+        settings=settings.to_dict(),
         # words=0: each chunk sizes its own seed and records it in its trailer.
         seed=SeedPolicy(SEED_GENERATOR, settings.seed, 0), shapes=shapes,
     )  # fmt: skip
     writer = ContainerWriter(out)
     writer.write_header(header)
-    info = 0.0
-    net = initial = 0
-    schedules, stacks = [], []
-    image_bits: list[float] | None = []
-    results = code_chunks(model_obj, settings, workers, encode_chunk_at, tasks, progress)
+    chunks = []
+    results = code_chunks(model_obj, settings, plan.workers, encode_chunk_at, tasks(), progress)
     with contextlib.closing(results):  # an error here stops the workers at once
         for chunk, rate in results:
             writer.write_chunk(chunk)
-            info, net, initial = (
-                info + rate.information_bits,
-                net + rate.net_bits,
-                initial + rate.initial_bits,
-            )
-            schedules.append(rate.batch_sizes)
-            stacks.append(rate.stack_bits)
-            if image_bits is not None and rate.image_information_bits is not None:
-                image_bits.extend(rate.image_information_bits)
-            else:
-                image_bits = None
+            chunks.append(rate)
     writer.finalize()
-    file_bytes = writer.bytes_written
-    per_image = None if image_bits is None else tuple(image_bits)
     n_dims = sum(run.size for run in runs)
-    return CompressReport(len(shapes), n_dims, 8 * file_bytes, info, net,
-                          initial, tuple(schedules), chunk_stack_bits=tuple(stacks),
-                          image_information_bits=per_image)  # fmt: skip
+    return CompressReport(len(shapes), n_dims, 8 * writer.bytes_written, tuple(chunks))
 
 
 def compress(
@@ -398,14 +265,16 @@ def decompress_from(
     settings = CodingSettings.from_dict(dict(header.settings))
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
         raise DecodeError(f"this file was encoded on {settings.device}; decoding needs that device")
-    _, workers = plan_chunks(header.image_count, settings.chunk_images, workers or 1,
-                             settings.device)  # fmt: skip
+    plan = plan_coding(shape_runs(header.shapes), model_obj.config.image_shape,
+                       settings.chunk_images, workers or 1, settings.device)  # fmt: skip
 
     def tasks():
         for chunk in reader:
             yield chunk, frozenset(tuple(s) for s in header.shapes[chunk.first : chunk.stop])
 
-    results = code_chunks(model_obj, settings, workers, decode_chunk_checked, tasks(), progress)
+    results = code_chunks(
+        model_obj, settings, plan.workers, decode_chunk_checked, tasks(), progress
+    )
     with contextlib.closing(results):
         yield from results
 

@@ -46,6 +46,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from bbcodec.errors import BaselineError, DataError, UsageError
+
 __all__ = [
     "BASELINES",
     "BaselineError",
@@ -57,10 +59,6 @@ __all__ = [
 
 #: The baseline codecs, in the order reports list them.
 BASELINES = ("png", "webp", "jpegxl")
-
-
-class BaselineError(RuntimeError):
-    """A baseline codec did not give back the pixels it was given."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +108,7 @@ def image_kind(images: np.ndarray) -> str:
         or images.ndim not in (3, 4)
         or (images.ndim == 4 and images.shape[-1] != 3)
     ):
-        raise ValueError(
+        raise DataError(
             f"expected (N, H, W) or (N, H, W, 3) uint8 images, got {images.dtype} {images.shape}"
         )
     if images.ndim == 4:
@@ -199,7 +197,7 @@ def baseline_codec(codec: str, kind: str) -> Callable[[np.ndarray], int]:
         kind: ``binary``, ``grey`` or ``rgb`` (see `image_kind`).
 
     Raises:
-        ValueError: an unknown codec or kind. BaselineError (when called): the decoded
+        UsageError: an unknown codec or kind. BaselineError (when called): the decoded
             image differs from the input.
 
     Example:
@@ -208,9 +206,9 @@ def baseline_codec(codec: str, kind: str) -> Callable[[np.ndarray], int]:
         True
     """
     if codec not in _CODECS:
-        raise ValueError(f"unknown baseline codec {codec!r} (known: {', '.join(BASELINES)})")
+        raise UsageError(f"unknown baseline codec {codec!r} (known: {', '.join(BASELINES)})")
     if kind not in ("binary", "grey", "rgb"):
-        raise ValueError(f"unknown image kind {kind!r}")
+        raise UsageError(f"unknown image kind {kind!r}")
     encode, decode = _CODECS[codec]
 
     def bits(image: np.ndarray) -> int:
@@ -255,12 +253,12 @@ def run_baselines(
         ``{codec: BaselineResult}`` in the order of ``codecs``.
 
     Raises:
-        ValueError: bad images or an unknown codec. BaselineError: a file that does not
+        DataError: bad images. UsageError: an unknown codec. BaselineError: a file that does not
             decode back to its image.
     """
     kind = image_kind(images)
     if len(images) == 0:
-        raise ValueError("no images to code")
+        raise DataError("no images to code")
     fns = {codec: baseline_codec(codec, kind) for codec in codecs}
     workers = workers or os.cpu_count() or 1
     dims = int(np.prod(images.shape[1:]))

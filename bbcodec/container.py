@@ -34,7 +34,8 @@ m              model id, printable ASCII without spaces (e.g. ``vlae-bmnist``)
 1              ``g`` = length of the seed generator name, u8 (1..255)
 g              seed generator name, printable ASCII without spaces (e.g. ``numpy.PCG64``)
 8              seed, u64
-4              number of seed words (u32 words of initial bits), u32
+4              number of seed words (u32 words of initial bits), u32; 0 from the image
+               codec, whose chunks record their own seed size (see :class:`SeedPolicy`)
 4              ``s`` = length of the settings JSON, u32
 s              coding settings: a JSON object, UTF-8, canonical (sorted keys, compact)
 1              pixel dtype code, u8 (1 = uint8; nothing else yet)
@@ -83,7 +84,7 @@ at most 1 MiB, so a lying length costs no more memory than the bytes actually pr
 Every malformed input raises :class:`ContainerError` with a one-line message.
 
 A pixel-checksum mismatch after decoding (the codec's check) raises
-:class:`ChecksumError`, a subclass of :class:`ContainerError`: it means the stream was
+:class:`~bbcodec.errors.ChecksumError` (a `DecodeError`, not a `ContainerError`): the stream was
 intact but decoded to other pixels (wrong model, or the determinism contract broken).
 
 Example:
@@ -120,6 +121,8 @@ from typing import Any, BinaryIO, Self
 
 import numpy as np
 
+from bbcodec.errors import ChecksumError, ContainerError
+
 __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
@@ -130,9 +133,7 @@ __all__ = [
     "MAX_IMAGE_SIDE",
     "MAX_SEED_WORDS",
     "MAX_SETTINGS_BYTES",
-    "ChecksumError",
     "Chunk",
-    "ContainerError",
     "ContainerReader",
     "ContainerWriter",
     "Header",
@@ -179,14 +180,6 @@ _END = struct.Struct("<4sI")  # tag, chunk count; then u32 crc
 _U32 = struct.Struct("<I")
 _DTYPE_CODES = {"uint8": 1}
 _DTYPE_NAMES = {code: name for name, code in _DTYPE_CODES.items()}
-
-
-class ContainerError(ValueError):
-    """A ``.bbc`` file (or a value bound for one) is malformed, corrupted or unsupported."""
-
-
-class ChecksumError(ContainerError):
-    """Decoded pixels do not match the sha256 stored with their chunk."""
 
 
 # --------------------------------------------------------------------------- values
@@ -268,6 +261,11 @@ class SeedPolicy:
             to an implementation and must refuse names it does not know.
         seed: The generator's seed, ``0 <= seed < 2**64``.
         words: Number of u32 seed words pushed before the first image (``<= MAX_SEED_WORDS``).
+            The image codec writes 0: each chunk sizes its own seed (doubling it until the
+            first posterior pop fits) and records the size in its trailer
+            (`bbcodec.codec.chunks`). Format version 2 also repeats ``seed`` in the settings
+            JSON (``CodingSettings.seed``, the value the codec reads); both stay until the
+            next format version, which drops this field and the repetition.
     """
 
     generator: str

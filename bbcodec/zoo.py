@@ -15,6 +15,11 @@ or damaged file is a clear `WeightsError`, never a silently different model.
 The weights folder is, in order of precedence: the ``weights_dir`` argument, the
 ``BBCODEC_WEIGHTS_DIR`` environment variable, the package's own ``weights/`` folder.
 
+Model cards are written here too: `register_model` writes a card from the model and the
+rows it is given; `register_evaluated` (what ``bbcodec train --export`` and ``bbcodec
+export-model`` call) builds those rows from an evaluation and the weights' training
+metadata (`card_rows`).
+
 Example:
     >>> import tempfile, torch
     >>> from bbcodec.models.vae import LatentVariableModel, ModelConfig
@@ -40,16 +45,21 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bbcodec.errors import UsageError, WeightsError
+
 if TYPE_CHECKING:
+    from bbcodec.models.evaluate import EvalResult
     from bbcodec.models.vae import LatentVariableModel
 
 __all__ = [
     "REGISTRY_FILE",
     "WEIGHTS_DIR_ENV",
     "ModelInfo",
+    "card_rows",
     "check_name",
     "list_models",
     "load_model",
+    "register_evaluated",
     "register_model",
     "weights_folder",
 ]
@@ -94,9 +104,9 @@ class ModelInfo:
 
 
 def check_name(name: str) -> str:
-    """Return ``name`` if it is a valid model name, else raise `ValueError`."""
+    """Return ``name`` if it is a valid model name, else raise `UsageError`."""
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"model name {name!r}: use lower-case letters, digits, '.', '_' and '-'")
+        raise UsageError(f"model name {name!r}: use lower-case letters, digits, '.', '_' and '-'")
     return name
 
 
@@ -113,8 +123,6 @@ def weights_folder(override: str | Path | None = None) -> Path:
 
 
 def _read_registry(folder: Path) -> dict[str, dict[str, Any]]:
-    from bbcodec.models.weights import WeightsError
-
     path = folder / REGISTRY_FILE
     if not path.is_file():
         return {}
@@ -128,8 +136,6 @@ def _read_registry(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def _info(folder: Path, name: str, entry: dict[str, Any]) -> ModelInfo:
-    from bbcodec.models.weights import WeightsError
-
     where = folder / REGISTRY_FILE
     missing = [key for key in _REQUIRED if key not in entry]
     if missing:
@@ -185,7 +191,7 @@ def load_model(
         WeightsError: unknown name and no such file (the message lists the known models),
             a hash mismatch, or a file that is not bbcodec weights.
     """
-    from bbcodec.models.weights import WeightsError, load_weights
+    from bbcodec.models.weights import load_weights
 
     folder = weights_folder(weights_dir)
     path = Path(name_or_path)
@@ -304,7 +310,7 @@ def register_model(
         The new `ModelInfo`.
 
     Raises:
-        ValueError: a bad name. WeightsError: the weights do not load.
+        UsageError: a bad name. WeightsError: the weights do not load.
     """
     from bbcodec.models.weights import load_weights, sha256_file
 
@@ -334,3 +340,85 @@ def register_model(
         registry[name] = entry
         _write_atomic(folder / REGISTRY_FILE, json.dumps(registry, indent=2, sort_keys=True) + "\n")
     return _info(folder, name, entry)
+
+
+def card_rows(
+    result: EvalResult,
+    data: str | Path,
+    split: str,
+    details: dict[str, Any] | None = None,
+    weights_metadata: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The "Training and evaluation" rows of a model card, in order: ``details`` (preset,
+    recipe, seed, …), the training time and images the weights' metadata records (and
+    whether they are interim weights), then the evaluation on ``split`` of ``data``.
+
+    Args:
+        result: the weights evaluated on ``split`` of ``data`` (`bbcodec.models.evaluate`).
+        data, split: what ``result`` was measured on.
+        details: the first rows, as given.
+        weights_metadata: the safetensors metadata of the weights (``train_seconds``,
+            ``train_images``, ``interim``, as `bbcodec.models.train` writes them).
+    """
+    rows = dict(details or {})
+    metadata = weights_metadata or {}
+    if "train_seconds" in metadata:
+        rows["training time"] = f"{float(metadata['train_seconds']) / 60:.1f} min"
+        if "train_images" in metadata:
+            seconds, images = float(metadata["train_seconds"]), int(metadata["train_images"])
+            speed = f" ({images / seconds:.0f} images/s)" if seconds > 0 else ""
+            rows["training images"] = f"{images:,}{speed}"
+    if metadata.get("interim") == "true":
+        rows["status"] = (
+            "interim: the training run has not finished; these are its last checkpoint's weights"
+        )
+    r = result
+    rows.update({
+        f"{split} data": f"{data} [{split}], {r.n_images} images",
+        f"{split} KL (rate)": f"{r.kl_bpd:.4f} bits/dim, {r.kl_nats:.3f} nats/image",
+        f"{split} recon (distortion)": f"{r.recon_bpd:.4f} bits/dim, {r.recon_nats:.3f} nats/image",
+        "active units": f"{r.active_units} / {r.latent_dim}",
+    })  # fmt: skip
+    if r.delta_nats is not None:
+        rows["KL under the AR(1) training prior"] = f"{r.kl_train_prior_nats:.3f} nats/image"
+        rows["committed rate δ"] = f"{r.delta_nats:.3f} nats"
+    return rows
+
+
+def register_evaluated(
+    name: str,
+    weights_path: str | Path,
+    result: EvalResult,
+    *,
+    data: str | Path,
+    split: str,
+    dataset: str | None = None,
+    details: dict[str, Any] | None = None,
+    weights_dir: str | Path | None = None,
+) -> ModelInfo:
+    """`register_model` with an evaluation: ``result`` (the weights on ``split`` of
+    ``data``) gives the registry's −ELBO and, with the weights' training metadata, the
+    card's rows (`card_rows`).
+
+    Args:
+        name, weights_path, weights_dir: as for `register_model`.
+        result: the evaluation (`bbcodec.models.evaluate.evaluate`) of these weights.
+        data, split: what ``result`` was measured on.
+        dataset: the registry's dataset label (default: the data file's name).
+        details: the card's first rows (preset, recipe, seed, …).
+
+    Raises:
+        UsageError: a bad name. WeightsError: the weights do not load.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights_path), "pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise WeightsError(f"{weights_path} is not a usable bbcodec weights file: {exc}") from None
+    return register_model(
+        name, weights_path, dataset=dataset or Path(data).stem,
+        test_neg_elbo_bpd=result.neg_elbo_bpd, test_neg_elbo_nats=result.neg_elbo_nats,
+        details=card_rows(result, data, split, details, metadata), weights_dir=weights_dir,
+    )  # fmt: skip

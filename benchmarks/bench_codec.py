@@ -47,13 +47,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from bbcodec.api import compress_to, decompress_from
 from bbcodec.cli.main import main as bbcodec_main
+from bbcodec.codec import CodingSettings
 from bbcodec.models.data import dataset_kind, load_image_runs
 from bbcodec.models.vae import LatentVariableModel, ModelConfig
 from bbcodec.models.weights import save_weights
-
-from bbcodec.api import compress_to, decompress_from
-from bbcodec.image_codec import CodingSettings
 from bbcodec.zoo import load_model
 
 BUCKETS = (

@@ -1,6 +1,6 @@
 """`bbcodec compress` and `bbcodec decompress`: image files ⇄ ``.bbc`` files.
 
-The commands follow `bbcodec.cli.main`'s conventions (``_add_<cmd>`` / ``_cmd_<cmd>`` pairs,
+The commands follow `bbcodec.cli.args`' conventions (``_add_<cmd>`` / ``_cmd_<cmd>`` pairs,
 one-line errors, torch imported only when a command runs) and add the file discipline a
 codec owes its user:
 
@@ -31,23 +31,22 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from bbcodec.cli.args import (
+    WORKERS_HELP,
+    add_debug,
+    batch_limit,
+    device,
+    positive_int,
+    setup_torch,
+    sub,
+)
+from bbcodec.errors import ContainerError, DecodeError, ImageKindError
+from bbcodec.plan import DEFAULT_MAX_BATCH, MAX_AUTO_CHUNK_IMAGES, describe_default_models
+
 #: File names of decompressed images inside an output folder.
 _IMAGE_NAME = re.compile(r"^\d{6,}\.png$")
 #: .npz keys `load_images` understands (one array of them is picked by --split).
 _SPLIT_KEYS = ("train", "valid", "test", "x_train", "x_valid", "x_test")
-#: The largest batch a file can record (`CodingSettings.from_dict` checks it on decode).
-_MAX_BATCH = 1 << 16
-#: Codec defaults, repeated so that `--help` needs no torch (a test compares):
-#: `CodingSettings.max_batch`, `bbcodec.api.MAX_AUTO_CHUNK_IMAGES` and
-#: `bbcodec.api.MIN_IMAGES_PER_WORKER`.
-DEFAULT_MAX_BATCH = 256
-MAX_AUTO_CHUNK_IMAGES = 4096
-MIN_IMAGES_PER_WORKER = 1024
-WORKERS_HELP = (
-    "worker processes coding chunks side by side, one torch thread each (default: one per "
-    f"CPU core, at most one per chunk and per {MIN_IMAGES_PER_WORKER} images; 1 codes in "
-    "this process)"
-)
 
 COMPRESS_DESCRIPTION = """\
 Compress images into one .bbc file with bits-back ANS coding.
@@ -96,32 +95,15 @@ that thread count, and the images come out in file order."""
 
 
 def _compress_description() -> str:
-    """The description with the default models (called only for --help: imports torch)."""
-    from bbcodec.api import describe_default_models
-
+    """The description with the default models (called only for --help)."""
     return COMPRESS_DESCRIPTION.format(defaults=describe_default_models())
-
-
-def _helpers():
-    """`bbcodec.cli.main`'s shared helpers (imported late: main imports this module)."""
-    from bbcodec.cli import main
-
-    return main
-
-
-def _batch_limit(text: str) -> int:
-    value = _helpers()._positive_int(text)
-    if value > _MAX_BATCH:
-        raise argparse.ArgumentTypeError(f"expected at most {_MAX_BATCH}, got {text!r}")
-    return value
 
 
 # ----- compress -------------------------------------------------------------------------
 
 
 def _add_compress(subparsers, common) -> None:
-    m = _helpers()
-    p = m._sub(
+    p = sub(
         subparsers, "compress", "compress images (PNGs, .npy, .npz) into a .bbc file",
         _compress_description, "bbcodec compress digits/ more.npy -o digits.bbc -v", [common],
     )  # fmt: skip
@@ -136,17 +118,14 @@ def _add_compress(subparsers, common) -> None:
         "--split", choices=("train", "valid", "test"), default="test",
         help="split of inputs that hold several (.npz, MNIST, CIFAR; default test)",
     )  # fmt: skip
-    p.add_argument(
-        "--max-batch", type=_batch_limit, default=DEFAULT_MAX_BATCH, metavar="N",
-        help=f"most images coded side by side (default {DEFAULT_MAX_BATCH}; batches grow "
-        "from 1 with the bits already on the stack)",
-    )  # fmt: skip
-    p.add_argument(
-        "--chunk-images", type=m._positive_int, metavar="N",
-        help="images per independently decodable chunk (default: the images split evenly "
-        f"over the workers, at most {MAX_AUTO_CHUNK_IMAGES} per chunk)",
-    )  # fmt: skip
-    p.add_argument("--workers", type=m._positive_int, metavar="N", help=WORKERS_HELP)
+    p.add_argument("--max-batch", type=batch_limit, default=DEFAULT_MAX_BATCH, metavar="N",
+                   help=f"most images coded side by side (default {DEFAULT_MAX_BATCH}; "
+                   "batches grow from 1 with the bits already on the stack)")  # fmt: skip
+    p.add_argument("--chunk-images", type=positive_int, metavar="N",
+                   help="images per independently decodable chunk (default: the images split "
+                   "evenly over the workers, at most "
+                   f"{MAX_AUTO_CHUNK_IMAGES} per chunk)")  # fmt: skip
+    p.add_argument("--workers", type=positive_int, metavar="N", help=WORKERS_HELP)
     p.add_argument(
         "-v", "--verbose", action="store_true",
         help="per image: model bits (−ELBO estimate), bits written, difference",
@@ -159,18 +138,12 @@ def _add_compress(subparsers, common) -> None:
 def _cmd_compress(args: argparse.Namespace) -> int:
     out = Path(args.output)
     _check_new_output(out, args.force, folder_ok=False)
-    m = _helpers()
-    m._setup_torch(args)
+    setup_torch(args)
     import torch
 
-    from bbcodec.api import (
-        ImageKindError,
-        compress_to,
-        default_model_for,
-        default_workers,
-        plan_chunks,
-    )
-    from bbcodec.image_codec import CodingSettings
+    from bbcodec.api import compress_to, default_model_for
+    from bbcodec.codec import CodingSettings
+    from bbcodec.plan import plan_coding
     from bbcodec.zoo import list_models, load_model
 
     runs, labels = _load_inputs(args.inputs, args.split)
@@ -183,23 +156,19 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         except ImageKindError as exc:
             raise ImageKindError(f"{exc}; or pass --model NAME|PATH") from exc
     model = load_model(model_name, device=args.device)
-    model_hw = tuple(model.config.image_hw)
-    n_tiled = sum(len(run) for run in runs if run.shape[1:3] != model_hw)
-    requested = args.workers or default_workers(n_images, n_tiled)
-    chunk_images, workers = plan_chunks(
-        n_images - n_tiled, args.chunk_images, requested, args.device
-    )
-    if n_tiled:  # each photo is a chunk of its own
-        workers = min(requested, workers + n_tiled) if args.device == "cpu" else 1
+    plan = plan_coding(
+        [(run.shape[1:], len(run)) for run in runs], model.config.image_shape, args.chunk_images,
+        args.workers, args.device, torch.get_num_threads(),
+    )  # fmt: skip
     settings = CodingSettings(
-        max_batch=args.max_batch, chunk_images=chunk_images, seed=args.seed, device=args.device,
-        torch_threads=1 if workers > 1 else torch.get_num_threads(),
+        max_batch=args.max_batch, chunk_images=plan.chunk_images, seed=args.seed,
+        device=args.device, torch_threads=plan.torch_threads,
     )  # fmt: skip
     with (
         _atomic_file(out) as f,
         _progress(n_images, "compress", args.quiet) as bar,
     ):
-        report = compress_to(f, images, model_name, settings, bar.update, workers=workers)
+        report = compress_to(f, images, model_name, settings, bar.update, workers=plan.workers)
         elbo_bits = _neg_elbo_bits(model, runs, args.device, args.seed)
     if args.verbose:
         _print_per_image(labels, elbo_bits, report.image_information_bits)
@@ -242,7 +211,8 @@ def _single_npz_array(path: Path):
     import zipfile
 
     import numpy as np
-    from bbcodec.models.data import DataError
+
+    from bbcodec.errors import DataError
 
     try:
         if not path.is_file() or not zipfile.is_zipfile(path):
@@ -278,6 +248,7 @@ def _neg_elbo_bits(model, runs, device: str, seed: int, batch_size: int = 256):
     than the model's tiled, as the codec codes them), seeded."""
     import numpy as np
     import torch
+
     from bbcodec.models.tiles import tiled_elbo_terms
 
     dev = torch.device(device)
@@ -341,8 +312,7 @@ def _print_per_image(labels, elbo_bits, written_bits) -> None:
 
 
 def _add_decompress(subparsers, common) -> None:
-    m = _helpers()
-    p = m._sub(
+    p = sub(
         subparsers, "decompress", "decompress a .bbc file to a folder of PNGs or a .npy",
         DECOMPRESS_DESCRIPTION, "bbcodec decompress digits.bbc -o digits/", [],
     )  # fmt: skip
@@ -358,19 +328,13 @@ def _add_decompress(subparsers, common) -> None:
     )  # fmt: skip
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    group = p.add_argument_group("run options")
-    group.add_argument(
-        "--device", type=m._device, metavar="DEVICE",
-        help="must be the device the file was encoded on (default: that device)",
-    )  # fmt: skip
-    group.add_argument(
-        "--threads", type=m._positive_int, metavar="T",
-        help="torch CPU threads outside the codec (decoding uses the count the file records)",
-    )  # fmt: skip
-    group.add_argument("--workers", type=m._positive_int, metavar="N", help=WORKERS_HELP)
-    group.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
-    )
+    group = p.add_argument_group("run options")  # the file decides device and threads
+    device_help = "must be the device the file was encoded on (default: that device)"
+    group.add_argument("--device", type=device, metavar="DEVICE", help=device_help)
+    threads_help = "torch CPU threads outside the codec (decoding uses the count the file records)"
+    group.add_argument("--threads", type=positive_int, metavar="T", help=threads_help)
+    group.add_argument("--workers", type=positive_int, metavar="N", help=WORKERS_HELP)
+    add_debug(group)
     p.set_defaults(func=_cmd_decompress)
 
 
@@ -378,8 +342,6 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
     out = Path(args.output)
     _check_new_output(out, args.force, folder_ok=True)
     source = Path(args.input)
-    from bbcodec.container import ContainerError
-
     try:
         return _decompress(args, source, out)
     except ContainerError as exc:  # DecodeError, ChecksumError: name the file
@@ -387,8 +349,8 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
 
 
 def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
+    from bbcodec.codec import CodingSettings
     from bbcodec.container import ContainerReader
-    from bbcodec.image_codec import CodingSettings, DecodeError
 
     with open(source, "rb") as f:
         header = ContainerReader(f).header
@@ -407,12 +369,13 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
                 "CUDA is not available on this machine"
             )
     args.device = settings.device
-    _helpers()._setup_torch(args)
+    setup_torch(args)
     if args.model is None and header.model_id == "custom":
         raise DecodeError(
             "the file was made with custom (unregistered) weights: pass --model PATH with them"
         )
-    from bbcodec.api import decompress_from, default_workers
+    from bbcodec.api import decompress_from
+    from bbcodec.plan import plan_coding, shape_runs
     from bbcodec.zoo import load_model
 
     model = load_model(args.model or header.model_id)
@@ -427,13 +390,12 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
             "them; give a folder name (one PNG per image)"
         )
     shape = shapes[0] if shapes else model.config.image_shape
-    model_shape = model.config.image_shape
-    n_tiled = sum(1 for s in header.shapes if tuple(s) != model_shape)
-    workers = args.workers or default_workers(n, n_tiled)  # capped at the chunks
+    plan = plan_coding(shape_runs(header.shapes), model.config.image_shape,
+                       settings.chunk_images, args.workers, settings.device)  # fmt: skip
     with (
         open(source, "rb") as f,
         _progress(n, "decompress", args.quiet) as bar,
-        contextlib.closing(decompress_from(f, model, bar.update, workers)) as chunks,
+        contextlib.closing(decompress_from(f, model, bar.update, plan.workers)) as chunks,
     ):
         if as_npy:
             _write_npy(out, chunks, (n, *shape))

@@ -50,6 +50,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bbcodec.errors import DataError
+
 try:  # numpy >= 2 (numpy 1.26 also has these aliases)
     from numpy._core import multiarray as _np_multiarray
     from numpy._core import numeric as _np_numeric
@@ -60,10 +62,6 @@ except ImportError:  # pragma: no cover - older numpy
 __all__ = ["SPLITS", "DataError", "dataset_kind", "load_image_runs", "load_images", "read_png"]
 
 SPLITS = ("train", "valid", "test")
-
-
-class DataError(ValueError):
-    """Bad input data: the message says what is wrong and with which file, in one line."""
 
 
 # --------------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 MIN_LOG_STD = -9.0
-#: Posterior std ≤ e² ≈ 7.4: latents are coded on [−8, 8], and an unbounded std lets the
-#: one-sample KL run away early in training (seen on CIFAR-10: std 10⁶ after 20 steps).
+#: Posterior std ≤ e² ≈ 7.4: latents are coded on a bounded grid ([−32, 32],
+#: `bbcodec.codec.CodingSettings.grid_bound`), and an unbounded std lets the one-sample KL
+#: run away early in training (seen on CIFAR-10: std 10⁶ after 20 steps).
 MAX_LOG_STD = 2.0
 
 

@@ -29,11 +29,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
+from bbcodec.errors import UsageError
 from bbcodec.models import heads
 from bbcodec.models.data import DataError
 from bbcodec.models.priors import gaussian_log_prob
 from bbcodec.models.vae import LatentVariableModel, ModelConfig, nats_to_bpd
-from tqdm import tqdm
 
 __all__ = ["ACTIVE_UNIT_THRESHOLD", "EvalResult", "check_images", "evaluate"]
 
@@ -168,7 +170,7 @@ def evaluate(
 
     Raises:
         DataError: images that do not fit the model (`check_images`).
-        ValueError: a non-positive batch size or negative ``iw_samples``.
+        UsageError: a non-positive batch size or negative ``iw_samples``.
 
     Example:
         >>> from bbcodec.models.vae import ModelConfig
@@ -180,9 +182,9 @@ def evaluate(
         (10, True)
     """
     if batch_size < 1:
-        raise ValueError(f"batch size must be positive, got {batch_size}")
+        raise UsageError(f"batch size must be positive, got {batch_size}")
     if iw_samples < 0:
-        raise ValueError(f"importance samples must be ≥ 0, got {iw_samples}")
+        raise UsageError(f"importance samples must be ≥ 0, got {iw_samples}")
     config = model.config
     check_images(config, images, data_name or "data")
     n, dims, d = len(images), config.dims_per_image, config.total_latent_dim

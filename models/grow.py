@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+
+from bbcodec.errors import UsageError
 from bbcodec.models.vae import LatentVariableModel, ModelConfig
 
 #: Config fields a model may grow in; every other field must be equal.
@@ -23,7 +25,7 @@ GROWABLE = ("kernel_size", "n_blocks")
 
 
 def check_growable(a: ModelConfig, b: ModelConfig) -> None:
-    """Raise ValueError unless config ``b`` is ``a`` with a larger kernel and/or more blocks."""
+    """Raise `UsageError` unless config ``b`` is ``a`` with a larger kernel and/or more blocks."""
     same_otherwise = dataclasses.replace(a, **{name: getattr(b, name) for name in GROWABLE})
     if same_otherwise != b:
         differ = [
@@ -31,12 +33,12 @@ def check_growable(a: ModelConfig, b: ModelConfig) -> None:
             for f in dataclasses.fields(a)
             if f.name not in GROWABLE and getattr(a, f.name) != getattr(b, f.name)
         ]
-        raise ValueError(
+        raise UsageError(
             f"cannot grow into this model: it differs in {', '.join(differ)} "
             f"(only {' and '.join(GROWABLE)} may change)"
         )
     if b.kernel_size < a.kernel_size or b.n_blocks < a.n_blocks:
-        raise ValueError(
+        raise UsageError(
             f"cannot shrink: kernel {a.kernel_size} → {b.kernel_size}, "
             f"blocks {a.n_blocks} → {b.n_blocks}"
         )

@@ -12,21 +12,23 @@ VLAE's "lossy" decoder (Chen et al. 2017). ``row_context=True`` adds the full ca
 (every pixel above or to the left), the strong decoder of the δ-VAE (Razavi et al. 2019).
 RGB pixels are predicted as a whole (PixelCNN++'s linear R→G→B dependence lives in the head).
 
-Determinism decision (DESIGN §3): the codec computes every pixel's coding distribution
-through the **step path on both sides** (`PixelStepper`): the encoder runs the same per-pixel
-computation, with the same batch shape and the same canvas contents, as the decoder, so the
-parameters handed to the entropy coder are bit-identical by construction. The all-at-once
-path (`PixelDecoder.forward`, convolutions over the whole image) is used for training and
-for the ELBO; it equals the step path to float rounding (tested), not bit for bit. A step
-costs a few small matrix products on a (B, ·) batch — never a full-image pass.
+Determinism decision (`docs/design.md`, *Determinism*): the codec computes every pixel's
+coding distribution through the **step path on both sides** (`PixelStepper`): the encoder
+runs the same per-pixel computation, with the same batch shape and the same canvas
+contents, as the decoder, so the parameters handed to the entropy coder are bit-identical
+by construction. The all-at-once path (`PixelDecoder.forward`, convolutions over the whole
+image) is used for training and for the ELBO; it equals the step path to float rounding
+(tested), not bit for bit. A step costs a few small matrix products on a (B, ·) batch —
+never a full-image pass.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from bbcodec.models.heads import clamp_params, param_channels
 from torch import nn
+
+from bbcodec.models.heads import clamp_params, param_channels
 
 IN_CHANNELS = {"binary": 1, "grey": 1, "rgb": 3}
 
@@ -231,7 +233,7 @@ class PixelStepper:
     ``params_at(rows, cols)`` gives their parameters and ``write_at(rows, cols, pixels)``
     records their values. Raster order is ``params(t)`` / ``write(t, pixels)`` for
     t = i·W + j; a local decoder may also take many positions per step (a wavefront, see
-    `bbcodec.tiled_codec`), the row context only raster steps. A step reads the canvas only
+    `bbcodec.codec.tiled`), the row context only raster steps. A step reads the canvas only
     at the unmasked taps of its positions, so what the canvas holds elsewhere does not
     matter (an encoder may write the whole image first) and both sides, making the same
     calls, get the same parameters bit for bit. Each step is a few (B · n, ·) matrix products.

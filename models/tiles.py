@@ -4,13 +4,14 @@ Tile (a, b) covers rows ``a·th .. min((a+1)·th, H)`` and columns ``b·tw .. mi
 row-major; tiles at the bottom and right edges may be smaller. A tile's latent is inferred
 from its pixels padded to (th, tw) by repeating the edge, and its feature map, cropped to the
 tile, conditions the tile's pixels; the pixel network itself runs over the whole image.
-Used by the tiled codec (`bbcodec.tiled_codec`) and `tiled_elbo_terms`.
+Used by the tiled codec (`bbcodec.codec.tiled`) and `tiled_elbo_terms`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
 from bbcodec.models import heads
 from bbcodec.models.priors import gaussian_log_prob
 

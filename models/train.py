@@ -23,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
+from bbcodec.errors import UsageError
 from bbcodec.models.grow import grow_into
 from bbcodec.models.presets import Recipe
 from bbcodec.models.vae import LatentVariableModel, ModelConfig, nats_to_bpd
 from bbcodec.models.weights import save_weights
-from tqdm import tqdm
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -81,7 +83,7 @@ def train(
             (`bbcodec.models.grow`); a resumed run ignores it.
     """
     if (minutes is None) == (epochs is None):
-        raise ValueError("give exactly one budget: minutes or epochs")
+        raise UsageError("give exactly one budget: minutes or epochs")
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = LatentVariableModel(config).to(device)
@@ -92,7 +94,7 @@ def train(
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
         if ModelConfig.from_json(ckpt["config"]) != config:
-            raise ValueError(
+            raise UsageError(
                 f"{ckpt_path} belongs to a different model config; use another run folder"
             )
         model.load_state_dict(ckpt["model"])
@@ -200,7 +202,7 @@ def weights_from_checkpoint(run_dir: Path, out: Path) -> dict:
     ckpt = torch.load(Path(run_dir) / CHECKPOINT, map_location="cpu", weights_only=False)
     config = ModelConfig.from_json(ckpt["config"])
     if config.family == "delta-vae" and ckpt["state"].get("aux_step", 0) == 0:
-        raise ValueError(
+        raise UsageError(
             f"{run_dir}: a δ-VAE's auxiliary prior is fitted after training; "
             "export it when the run has finished"
         )

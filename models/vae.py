@@ -27,11 +27,12 @@ import math
 from typing import NamedTuple
 
 import torch
+from torch import nn
+
 from bbcodec.models import heads
 from bbcodec.models.encoders import AntiCausalEncoder, ConvEncoder, LatentToFeatures
 from bbcodec.models.pixelcnn import IN_CHANNELS, PixelDecoder, pixels_to_input
 from bbcodec.models.priors import AR1Prior, MadePrior, gaussian_log_prob
-from torch import nn
 
 
 class Gaussian(NamedTuple):

@@ -6,13 +6,11 @@ import hashlib
 import os
 from pathlib import Path
 
-from bbcodec.models.vae import LatentVariableModel, ModelConfig
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-
-class WeightsError(ValueError):
-    """A weights file is missing, unreadable, tampered with or for another model."""
+from bbcodec.errors import WeightsError
+from bbcodec.models.vae import LatentVariableModel, ModelConfig
 
 
 def sha256_file(path: Path) -> str:

@@ -18,24 +18,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bbcodec.models.vae import LatentVariableModel
-from bbcodec.models.weights import WeightsError, save_weights
 from tiny import random_images, random_model, tiny_config
 
 import bbcodec
 from bbcodec import zoo
 from bbcodec.api import (
-    DEFAULT_MODELS,
     CompressReport,
-    DecodeError,
-    ImageKindError,
     compress_to,
     decompress_from,
     default_model_for,
     load_model,
 )
-from bbcodec.container import ContainerError, loads
-from bbcodec.image_codec import CodingSettings, initial_seed_words
+from bbcodec.codec import CodingSettings, initial_seed_words
+from bbcodec.container import loads
+from bbcodec.errors import ContainerError, DecodeError, ImageKindError
+from bbcodec.models.vae import LatentVariableModel
+from bbcodec.models.weights import WeightsError, save_weights
+from bbcodec.plan import DEFAULT_MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 BMNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "binarized_mnist.npz"

@@ -1,4 +1,5 @@
-"""Classic baselines (`bbcodec.baselines`) and `bbcodec bench` through `main(argv)`.
+"""Classic baselines (`bbcodec.baselines`), the bench's round trip and typed results
+(`bbcodec.bench`), and `bbcodec bench` through `main(argv)`.
 
 Real binarized / 8-bit MNIST test digits are used where ``../shared/data`` exists, synthetic
 digit-like images otherwise; models are tiny and randomly initialised (the codec's rate
@@ -7,21 +8,27 @@ identity holds for any weights).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+import bbcodec.bench
+from bbcodec import baselines
+from bbcodec.baselines import BASELINES, BaselineError, run_baselines
+from bbcodec.bench import PhotoBench, PhotoRow, RoundTrip, round_trip, stack_curve
 from bbcodec.cli.main import main
+from bbcodec.codec import ChunkRate, CodingSettings, CompressReport
+from bbcodec.errors import ContainerError
 from bbcodec.models.vae import LatentVariableModel, ModelConfig
 from bbcodec.models.weights import save_weights
 
-import bbcodec.api
-from bbcodec import baselines
-from bbcodec.baselines import BASELINES, BaselineError, run_baselines
-
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: Records `bbcodec bench --json` wrote: the key order new records must keep.
+RECORDS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 TINY_28 = ModelConfig(
     "vlae", "binary", (28, 28), latent_dim=8, channels=8, n_blocks=1, made_hidden=16, kernel_size=3
 )
@@ -76,7 +83,7 @@ def test_baselines_round_trip_with_png_worst_and_jpegxl_best(grey):
         assert r.settings and json.dumps(r.to_dict())
     bpd = {name: r.bpd for name, r in results.items()}
     assert bpd["png"] > bpd["jpegxl"] > 0 and bpd["png"] > bpd["webp"] > 0
-    # the region DESIGN §6 reports on the full test sets (a few digits scatter a little)
+    # the region of the full test sets (README results; a few digits scatter a little)
     low, high = (0.4, 2.0) if not grey else (1.5, 3.5)
     assert all(low < v < high for v in bpd.values()), bpd
 
@@ -110,13 +117,72 @@ def test_baselines_reject_bad_input():
         run_baselines(np.zeros((2, 8, 8), np.uint8), ("gif",), progress=False)
 
 
-# ----- bbcodec bench --------------------------------------------------------------------
+# ----- bbcodec.bench --------------------------------------------------------------------
 
 
 def _tiny(tmp_path: Path, config: ModelConfig) -> Path:
     path = tmp_path / "tiny.safetensors"
     save_weights(LatentVariableModel(config), path)
     return path
+
+
+def _record_keys(name: str, row: bool = False) -> list[str]:
+    """The keys, in order, of a record in benchmarks/results (``row``: of its first photo)."""
+    record = json.loads((RECORDS / name).read_text())
+    return list(record["images"][0] if row else record)
+
+
+def test_round_trip_codes_in_memory_and_reports_what_fails(monkeypatch):
+    model = LatentVariableModel(TINY_8)
+    images = np.random.default_rng(0).integers(0, 2, (6, 8, 8), dtype=np.uint8)
+    settings = CodingSettings(max_batch=2, chunk_images=4)
+    trip = round_trip(images, model, None, settings)
+    assert trip.ok and trip.failure is None and trip.encode_seconds > 0 < trip.decode_seconds
+    assert trip.report.n_images == 6 and [sum(s) for s in trip.report.chunk_batch_sizes] == [4, 2]
+    images_so_far, bits = stack_curve(trip.report)
+    assert images_so_far[-1] == 6 and bits == sorted(bits) and bits[-1] <= trip.report.file_bits
+
+    def damaged(*args, **kwargs):
+        raise ContainerError("damaged")
+
+    monkeypatch.setattr(bbcodec.bench, "decompress_from", damaged)
+    trip = round_trip(images, model, None, settings)
+    assert not trip.ok and trip.decode_seconds is None
+    assert trip.failure == "the file does not decode: damaged"
+
+
+def _photo_row(image: str, dims: int, file_bits: int, failure: str | None = None) -> PhotoRow:
+    chunk = ChunkRate(file_bits / 2, file_bits - 96, 64, file_bits - 64, (1,), (file_bits - 64,))
+    report = CompressReport(1, dims, file_bits, (chunk,))
+    trip = RoundTrip(report, 2.0, None if failure else 1.0, failure)
+    baselines_bpd = {name: 1.0 + i for i, name in enumerate(BASELINES)}
+    return PhotoRow(image, (dims // 3, 1, 3), trip, 0.5 * dims, 0.25 * dims, baselines_bpd)
+
+
+def test_photo_results_to_dict_keep_the_record_format():
+    rows = (_photo_row("a.png", 300, 1200), _photo_row("b.png", 150, 600, "1 of 1 wrong"))
+    bench = PhotoBench("m", "photos/", CodingSettings(seed=3, torch_threads=1), 2, rows)
+    r = bench.to_dict()
+    assert json.dumps(r, allow_nan=False) and list(r) == _record_keys(
+        "bench-vlae-cifar10-kodak.json"
+    )
+    assert [list(row) for row in r["images"]] == 2 * [
+        _record_keys("bench-vlae-cifar10-kodak.json", row=True)
+    ]
+    assert (r["n_images"], r["total_dims"], r["workers"], r["seed"]) == (2, 450, 2, 3)
+    assert math.isclose(r["achieved_bpd"], 1800 / 450)
+    assert math.isclose(r["neg_elbo_bpd"], 0.75 / math.log(2))
+    assert r["baselines"] == {name: 1.0 + i for i, name in enumerate(BASELINES)}
+    assert r["encode_seconds_per_image"] == {"mean": 2.0, "max": 2.0}
+    assert r["decode_seconds_per_image"] == {"mean": 1.0, "max": 1.0}
+    assert r["roundtrip_ok"] is False and bench.failure == "b.png: 1 of 1 wrong"
+    assert r["images"][1]["decode_seconds"] is None and r["images"][0]["shape"] == [100, 1, 3]
+    unknown = dataclasses.replace(rows[0], recon_nats=float("nan"))
+    r = PhotoBench("m", "p", CodingSettings(), 1, (unknown,)).to_dict()  # NaN is not JSON
+    assert r["neg_elbo_bpd"] is None and r["images"][0]["neg_elbo_bpd"] is None
+
+
+# ----- bbcodec bench --------------------------------------------------------------------
 
 
 def test_bench_writes_json_with_every_figure_and_a_plot(capsys, tmp_path):
@@ -129,7 +195,7 @@ def test_bench_writes_json_with_every_figure_and_a_plot(capsys, tmp_path):
     stdout, err = capsys.readouterr()
     assert code == 0, err
     r = json.loads(out.read_text())
-    assert REQUIRED <= r.keys()
+    assert REQUIRED <= r.keys() and list(r) == _record_keys("bench-vlae-bmnist.json")
     assert (r["model"], r["data"], r["split"]) == (str(model), str(data), "test")
     assert r["n_images"] == 20 and r["dims_per_image"] == 784
     assert r["roundtrip_ok"] is True and r["threads"] == 1 and r["device"] == "cpu"
@@ -173,7 +239,7 @@ def test_bench_roundtrip_failure_exits_non_zero_and_still_writes_json(
     model = _tiny(tmp_path, TINY_8)
     data = tmp_path / "bits.npy"
     np.save(data, np.random.default_rng(0).integers(0, 2, (6, 8, 8), dtype=np.uint8))
-    real = bbcodec.api.decompress_from
+    real = bbcodec.bench.decompress_from
 
     def corrupting(*args, **kwargs):
         for images in real(*args, **kwargs):
@@ -181,7 +247,7 @@ def test_bench_roundtrip_failure_exits_non_zero_and_still_writes_json(
             images[-1, 0, 0] ^= 1
             yield images
 
-    monkeypatch.setattr(bbcodec.api, "decompress_from", corrupting)
+    monkeypatch.setattr(bbcodec.bench, "decompress_from", corrupting)
     out = tmp_path / "bench.json"
     code = main(["bench", "--model", str(model), "--data", str(data), "--json", str(out), "-q"])
     err = capsys.readouterr().err
@@ -224,6 +290,10 @@ def test_bench_on_photos_codes_each_its_own_file(capsys, tmp_path):
     stdout, err = capsys.readouterr()
     assert code == 0, err
     r = json.loads(out.read_text())
+    assert list(r) == _record_keys("bench-vlae-cifar10-kodak.json")
+    assert [list(row) for row in r["images"]] == 2 * [
+        _record_keys("bench-vlae-cifar10-kodak.json", row=True)
+    ]
     assert r["n_images"] == 2 and r["roundtrip_ok"] is True
     assert [Path(row["image"]).name for row in r["images"]] == ["a.png", "b.png"]
     assert [row["shape"] for row in r["images"]] == [[19, 23, 3], [12, 9, 3]]

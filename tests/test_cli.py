@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from bbcodec import zoo
 from bbcodec.cli.main import main
 from bbcodec.models import evaluate as evaluate_module
 from bbcodec.models import presets
@@ -20,8 +22,6 @@ from bbcodec.models.presets import Recipe
 from bbcodec.models.train import train
 from bbcodec.models.vae import LatentVariableModel, ModelConfig
 from bbcodec.models.weights import WeightsError, load_weights, save_weights
-
-from bbcodec import zoo
 
 TINY = ModelConfig(
     "vlae", "binary", (8, 8), latent_dim=4, channels=8, n_blocks=1, made_hidden=16, kernel_size=3

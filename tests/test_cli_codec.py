@@ -8,21 +8,23 @@ import contextlib
 import errno
 import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from bbcodec.cli import codec_commands
-from bbcodec.cli.main import main
-from bbcodec.models.data import load_images
-from bbcodec.models.vae import LatentVariableModel, ModelConfig
-from bbcodec.models.weights import save_weights
 from PIL import Image
 
 from bbcodec import api, zoo
+from bbcodec.cli import codec_commands
+from bbcodec.cli.main import main
+from bbcodec.codec import CodingSettings, ImageCodec
 from bbcodec.container import ContainerReader, ContainerWriter
-from bbcodec.image_codec import CodingSettings, ImageCodec
+from bbcodec.models.data import load_images
+from bbcodec.models.vae import LatentVariableModel, ModelConfig
+from bbcodec.models.weights import save_weights
 
 SMALL = {"channels": 8, "n_blocks": 1, "made_hidden": 16, "kernel_size": 3}
 BINARY = ModelConfig("vlae", "binary", (8, 8), latent_dim=4, **SMALL)
@@ -126,12 +128,22 @@ def test_help_lists_the_codec_commands(capsys):
     assert "x_test" in out and '"written"' in out and "vlae-bmnist" in out
 
 
-def test_help_defaults_are_the_codec_defaults():
-    defaults = CodingSettings()
-    assert codec_commands.DEFAULT_MAX_BATCH == defaults.max_batch
-    assert defaults.chunk_images is None  # chosen by plan_chunks
-    assert codec_commands.MAX_AUTO_CHUNK_IMAGES == api.MAX_AUTO_CHUNK_IMAGES
-    assert codec_commands.MIN_IMAGES_PER_WORKER == api.MIN_IMAGES_PER_WORKER
+HELP_WITHOUT_TORCH = """
+import contextlib, io, sys
+from bbcodec.cli.main import main
+for argv in ([], ["--help"], *([c, "--help"] for c in sys.argv[1:])):
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0, argv
+assert "torch" not in sys.modules, "--help imported torch"
+"""
+
+
+def test_help_needs_no_torch():
+    """`bbcodec --help` and the commands' help (defaults included) never import torch."""
+    commands = ["compress", "decompress", "models", "eval", "export-model", "bench"]
+    result = subprocess.run([sys.executable, "-c", HELP_WITHOUT_TORCH, *commands],
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
 
 
 def test_usage_errors(capsys, binary_model):

@@ -16,9 +16,7 @@ from hypothesis import strategies as st
 
 from bbcodec import container as bbc
 from bbcodec.container import (
-    ChecksumError,
     Chunk,
-    ContainerError,
     ContainerReader,
     ContainerWriter,
     Header,
@@ -28,6 +26,7 @@ from bbcodec.container import (
     pixels_checksum,
     verify_pixels,
 )
+from bbcodec.errors import BbcFileError, ChecksumError, ContainerError, DecodeError
 
 SEED = SeedPolicy(generator="numpy.PCG64", seed=12345, words=32)
 SETTINGS = {"device": "cpu", "latent_step": 0.01, "latent_range": [-8.0, 8.0], "batch": [1, 2]}
@@ -508,6 +507,7 @@ def test_pixels_checksum_and_verify():
         verify_pixels(chunk, changed)
     with pytest.raises(ChecksumError, match="got 1 decoded images"):
         verify_pixels(chunk, images[:1])
-    assert issubclass(ChecksumError, ContainerError) and issubclass(ContainerError, ValueError)
+    assert issubclass(ChecksumError, DecodeError) and issubclass(ContainerError, BbcFileError)
+    assert not issubclass(ChecksumError, ContainerError) and issubclass(ContainerError, ValueError)
     with pytest.raises(ContainerError, match="uint8"):
         pixels_checksum([np.zeros((2, 2), np.int16)])

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bbcodec.models import data
-from bbcodec.models.data import SPLITS, DataError, dataset_kind, load_images
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+
+from bbcodec.models import data
+from bbcodec.models.data import SPLITS, DataError, dataset_kind, load_images
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 RNG = np.random.default_rng(0)

@@ -26,9 +26,11 @@ import pytest
 import torch
 from tiny import random_images, random_model, tiny_config
 
-import bbcodec.image_codec as image_codec_module
-from bbcodec import adapter as adapter_module
-from bbcodec.adapter import ModelAdapter
+import bbcodec.codec.chunks as chunks_module
+from bbcodec.codec import CodingSettings, ImageCodec, initial_seed_words
+from bbcodec.codec import adapter as adapter_module
+from bbcodec.codec.adapter import ModelAdapter
+from bbcodec.codec.chunks import MAX_BATCHES, MAX_SEED_WORDS
 from bbcodec.coding import (
     Bernoulli,
     DiscretizedLogisticMixture,
@@ -39,16 +41,9 @@ from bbcodec.coding import (
     Uniform,
     information_bits,
 )
-from bbcodec.container import ChecksumError, Chunk
-from bbcodec.image_codec import (
-    MAX_BATCHES,
-    MAX_SEED_WORDS,
-    CodingSettings,
-    DecodeError,
-    ImageCodec,
-    initial_seed_words,
-    split_chunks,
-)
+from bbcodec.container import Chunk
+from bbcodec.errors import ChecksumError, DecodeError
+from bbcodec.plan import chunk_spans
 
 FAMILIES = ("vlae", "delta-vae")
 KINDS = ("binary", "grey", "rgb")
@@ -148,10 +143,11 @@ def test_round_trip_over_chunks_each_decodable_alone(chunk_images):
     settings = CodingSettings(max_batch=3, chunk_images=chunk_images)
     codec = ImageCodec(random_model(config), settings)
     chunks = []
-    for first, count in split_chunks(len(images), settings.chunk_images):
-        chunk, rate = codec.encode_chunk(images[first : first + count])
-        assert sum(rate.batch_sizes) == count
-        chunks.append(Chunk(first, count, chunk.words, chunk.pixels_sha256))
+    for first, count, _, _ in chunk_spans([(images.shape[1:], len(images))], codec.image_shape,
+                                          settings.chunk_images):  # fmt: skip
+        chunk, rate = codec.encode_chunk(images[first : first + count], first=first)
+        assert sum(rate.batch_sizes) == count and (chunk.first, chunk.count) == (first, count)
+        chunks.append(chunk)
     assert len(chunks) == math.ceil(11 / chunk_images)
     for chunk in reversed(chunks):  # any order: chunks share nothing
         decoded = codec.decode_chunk(chunk)
@@ -180,7 +176,7 @@ def test_stack_left_after_decoding_is_exactly_the_seed(monkeypatch):
 def _tampered_trailer(words: np.ndarray, max_batch: int, edit) -> np.ndarray:
     """Pops the chunk trailer (seed words, batch count, sizes), edits it, pushes it back.
 
-    The trailer format is written out here from its description in `bbcodec.image_codec`.
+    The trailer format is written out here from its description in `bbcodec.codec.chunks`.
     """
     message = Message.from_words(words)
     seed_words = int(Uniform(MAX_SEED_WORDS, (1,)).pop(message)[0]) + 2
@@ -389,7 +385,7 @@ def test_batch_halves_when_the_stack_is_short():
 
 
 def test_tiny_seed_restarts_with_a_bigger_one(monkeypatch):
-    monkeypatch.setattr(image_codec_module, "initial_seed_words", lambda latent_dim: 2)
+    monkeypatch.setattr(chunks_module, "initial_seed_words", lambda latent_dim: 2)
     seeds = []
     original = Message.seeded.__func__
 

@@ -19,6 +19,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from bbcodec.models import heads, pixelcnn
 from bbcodec.models.presets import Recipe
 from bbcodec.models.priors import (
@@ -31,8 +34,6 @@ from bbcodec.models.priors import (
 from bbcodec.models.train import train, validate
 from bbcodec.models.vae import LatentVariableModel, ModelConfig
 from bbcodec.models.weights import WeightsError, load_weights, save_weights, sha256_file
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 torch.set_num_threads(1)  # two trainings share the machine's two cores
 

@@ -1,4 +1,4 @@
-"""Chunks coded in worker processes (`bbcodec.parallel`, ``workers=`` in `bbcodec.api`).
+"""Chunks coded in worker processes (`bbcodec.codec.workers`, ``workers=`` in `bbcodec.api`).
 
 Spawned workers take a few seconds each to start (they import torch), so only four tests
 start a pool: the bytes and images of a two-worker round trip against one worker, an
@@ -19,11 +19,13 @@ import torch
 from tiny import random_images, random_model, tiny_config
 
 import bbcodec
-from bbcodec import api, zoo
-from bbcodec.api import compress_to, decompress_from, plan_chunks
-from bbcodec.container import ContainerError, dumps, loads
-from bbcodec.image_codec import CodingSettings, DecodeError, ImageCodec
-from bbcodec.parallel import encode_chunk_at
+from bbcodec import api, plan, zoo
+from bbcodec.api import compress_to, decompress_from
+from bbcodec.codec import CodingSettings, ImageCodec
+from bbcodec.codec.workers import encode_chunk_at
+from bbcodec.container import dumps, loads
+from bbcodec.errors import BbcFileError, DecodeError
+from bbcodec.plan import plan_chunks
 
 #: Four chunks of four images, batches of at most four.
 SETTINGS = CodingSettings(chunk_images=4, max_batch=4, torch_threads=1)
@@ -74,7 +76,7 @@ def test_an_error_in_a_worker_reaches_the_caller_as_itself():
 
     def decode(workers: int):
         parts = []
-        with pytest.raises(ContainerError) as error:
+        with pytest.raises(BbcFileError) as error:
             parts.extend(decompress_from(io.BytesIO(damaged), model, workers=workers))
         return parts, error.value
 
@@ -121,12 +123,12 @@ def test_chunk_plan_keeps_every_worker_busy():
         for workers in (1, 2, 3, 8):
             chunk, used = plan_chunks(n, None, workers)
             n_chunks = -(-n // chunk)
-            assert chunk <= api.MAX_AUTO_CHUNK_IMAGES and used == min(workers, n)
+            assert chunk <= plan.MAX_AUTO_CHUNK_IMAGES and used == min(workers, n)
             assert n_chunks == used * -(-n_chunks // used)  # a multiple of the workers
             assert chunk * (n_chunks - 1) < n  # even: no chunk is left empty
     # The CLI starts one worker per core, but not for fewer images than make it pay.
-    assert api.default_workers(10) == 1
-    assert api.default_workers(10**6) == (os.cpu_count() or 1)
+    assert plan.default_workers(10) == 1
+    assert plan.default_workers(10**6) == (os.cpu_count() or 1)
 
 
 def test_the_file_records_the_chunk_size_used():

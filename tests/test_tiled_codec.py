@@ -1,4 +1,4 @@
-"""Images of any size, tiled (bbcodec.tiled_codec, bbcodec.models.tiles) on tiny random models.
+"""Images of any size, tiled (bbcodec.codec.tiled, bbcodec.models.tiles) on tiny random models.
 
 - the wavefront visits every pixel once, after every position its decoder may read, and a
   tile's first/last steps bound all of its pixels;
@@ -15,12 +15,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from bbcodec.models.tiles import padded_tiles, tile_boxes, tiled_elbo_terms
 from tiny import random_model, tiny_config
 
-from bbcodec.container import ChecksumError, Chunk
-from bbcodec.image_codec import CodingSettings, DecodeError, ImageCodec
-from bbcodec.tiled_codec import TilePlan
+from bbcodec.codec import CodingSettings, ImageCodec
+from bbcodec.codec.tiled import TilePlan
+from bbcodec.container import Chunk
+from bbcodec.errors import ChecksumError, DecodeError
+from bbcodec.models.tiles import padded_tiles, tile_boxes, tiled_elbo_terms
 
 KINDS = ("binary", "grey", "rgb")
 SHAPES = [(8, 8), (13, 21), (5, 3), (1, 1), (30, 9)]

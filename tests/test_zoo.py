@@ -5,14 +5,16 @@ from __future__ import annotations
 import doctest
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
-from bbcodec.models.vae import LatentVariableModel, ModelConfig
-from bbcodec.models.weights import WeightsError, save_weights, sha256_file
 
 from bbcodec import zoo
-from bbcodec.zoo import ModelInfo, list_models, load_model, register_model
+from bbcodec.errors import BbcodecError, UsageError, WeightsError
+from bbcodec.models.vae import LatentVariableModel, ModelConfig
+from bbcodec.models.weights import save_weights, sha256_file
+from bbcodec.zoo import ModelInfo, card_rows, list_models, load_model, register_model
 
 TINY = ModelConfig(
     "vlae", "binary", (8, 8), latent_dim=4, channels=8, n_blocks=1, made_hidden=16, kernel_size=3
@@ -159,8 +161,40 @@ def test_a_file_that_is_not_weights_is_refused(tmp_path):
 
 @pytest.mark.parametrize("name", ["", "../evil", "a/b", "Upper", "-x", ".hidden"])
 def test_bad_names_are_refused(tmp_path, weights_file, name):
-    with pytest.raises(ValueError, match="model name"):
+    with pytest.raises(UsageError, match="model name"):
         _register(weights_file, tmp_path / "zoo", name)
+    assert issubclass(WeightsError, BbcodecError)  # what the CLI catches, by name
+
+
+def _result(**changes) -> SimpleNamespace:
+    """The fields of an `EvalResult` a card shows."""
+    fields = {"n_images": 10, "kl_bpd": 0.25, "kl_nats": 12.0, "recon_bpd": 0.5,
+              "recon_nats": 24.0, "active_units": 3, "latent_dim": 4, "delta_nats": None,
+              "kl_train_prior_nats": None, "neg_elbo_bpd": 0.75, "neg_elbo_nats": 36.0}  # fmt: skip
+    return SimpleNamespace(**{**fields, **changes})
+
+
+def test_card_rows_in_order():
+    metadata = {"train_seconds": "120.0", "train_images": "6000", "interim": "true"}
+    rows = card_rows(_result(), "bits.npy", "test", {"preset": "tiny", "seed": 0}, metadata)
+    assert list(rows) == [
+        "preset", "seed", "training time", "training images", "status", "test data",
+        "test KL (rate)", "test recon (distortion)", "active units",
+    ]  # fmt: skip
+    assert rows["training time"] == "2.0 min" and rows["training images"] == "6,000 (50 images/s)"
+    assert rows["status"].startswith("interim") and rows["active units"] == "3 / 4"
+    assert rows["test data"] == "bits.npy [test], 10 images"
+    delta = card_rows(_result(delta_nats=1.0, kl_train_prior_nats=1.5), "d", "valid")
+    assert next(iter(delta)) == "valid data" and delta["committed rate δ"] == "1.000 nats"
+    assert delta["KL under the AR(1) training prior"] == "1.500 nats/image"
+
+
+def test_register_evaluated_writes_the_card(tmp_path, weights_file):
+    info = zoo.register_evaluated("tiny", weights_file, _result(), data="x/bits.npy", split="test",
+                                  details={"seed": 3}, weights_dir=tmp_path)  # fmt: skip
+    assert (info.dataset, info.test_neg_elbo_nats) == ("bits", 36.0)
+    card = info.card_path.read_text()
+    assert "| seed | 3 |" in card and "| test data | x/bits.npy [test], 10 images |" in card
 
 
 def _entry(**changes) -> str:

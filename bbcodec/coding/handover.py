@@ -1,7 +1,7 @@
 """The one place where model parameters become the floats constriction codes with.
 
 Decoding works only if the decoder hands constriction bit-identical floats to the ones the
-encoder used (DESIGN §3). Every leaf codec passes its parameters through
+encoder used (`docs/design.md`, *Determinism*). Every leaf codec passes its parameters through
 :func:`coder_float64`, so there is exactly one conversion rule: IEEE float64, C-contiguous.
 """
 

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 import constriction
 import numpy as np
 
+from bbcodec.errors import MessageError, MessageSeedMismatchError, MessageUnderflowError
+
 if TYPE_CHECKING:
     from bbcodec.coding.rate import InformationMeter
 
@@ -62,22 +64,6 @@ _HEAD_REFILL_THRESHOLD = 1 << WORD_BITS
 _MIX_BITS = 24
 _MIX_MULTIPLIER = 0x9E3779B97F4A7C15
 _UINT64_MASK = (1 << 64) - 1
-
-
-class MessageError(Exception):
-    """Base class of errors raised by :class:`Message`."""
-
-
-class MessageUnderflowError(MessageError):
-    """A pop needed more bits than the message holds.
-
-    Raised instead of decoding silently from an exhausted coder. The failing decode call is
-    undone before raising, so the message is unchanged by that call.
-    """
-
-
-class MessageSeedMismatchError(MessageError):
-    """The message left after decoding is not the seed it started from."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ bits-back coding needs, for a batch of B images of shape (H, W) or (H, W, 3):
 
 Latent symbols are (B, D) int32 grid indices; images are (B, H, W[, 3]) uint8.
 
-Determinism (DESIGN §3): both autoregressive codecs get their parameters from the model's
+Determinism (`docs/design.md`, *Determinism*): both autoregressive codecs get their parameters from the model's
 *step* functions on both sides — the encoder runs them on the true prefix
 (`all_params_by_steps`), the decoder on the prefix it has decoded — with the same batch
 shape, so the floats handed to constriction are bit-identical by construction. Grid values

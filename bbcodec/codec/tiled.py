@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from bbcodec.adapter import ModelAdapter
+from bbcodec.codec.adapter import ModelAdapter
 from bbcodec.coding import Message
+from bbcodec.errors import DecodeError, ImageKindError
 from bbcodec.models.tiles import padded_tiles, tile_boxes
 
 
@@ -88,12 +90,12 @@ class TiledImage:
     def __init__(self, adapter: ModelAdapter, shape: tuple[int, ...]):
         decoder = adapter.model.decoder
         if decoder.row is not None:
-            raise ValueError(
+            raise ImageKindError(
                 "a full-causal-past decoder codes only its own image size; "
                 "images of other sizes need a local-decoder model (a VLAE)"
             )
         if tuple(shape[2:]) != tuple(adapter.image_shape[2:]):
-            raise ValueError(f"image of shape {shape} for a {adapter.kind} model")
+            raise ImageKindError(f"image of shape {shape} for a {adapter.kind} model")
         self.adapter = adapter
         self.shape = tuple(shape)
         tile_h, tile_w = adapter.image_shape[:2]
@@ -163,3 +165,39 @@ class TiledImage:
                 a.posterior(self._tile_pixels(image, ending)).push(message, self.latents[ending])
                 message.mix_head()
         return image
+
+
+class TiledLayout:
+    """A chunk of one image of another shape than the model's, coded as a `TiledImage`.
+
+    Args:
+        adapter: the model's `ModelAdapter`.
+        shape: ``(H, W)`` or ``(H, W, 3)`` of the image.
+    """
+
+    def __init__(self, adapter: ModelAdapter, shape: tuple[int, ...]):
+        self.tiled = TiledImage(adapter, shape)
+
+    def push(
+        self, message: Message, images: np.ndarray, meter, report: Callable[[int], None]
+    ) -> tuple[list[int], list[int]]:
+        """Encode the (1, H, W[, 3]) image; returns the schedule ``[1]`` and the stack bits.
+
+        Raises:
+            MessageUnderflowError: the stack cannot pay for a tile's posterior pop.
+        """
+        meter.first, meter.batch = 0, 1
+        self.tiled.push(message, images[0])
+        report(1)
+        return [1], [message.num_bits()]
+
+    def pop(
+        self, message: Message, schedule: list[int], out: np.ndarray,
+        report: Callable[[int], None],
+    ) -> None:  # fmt: skip
+        """Decode the image into ``out`` (1, H, W[, 3])."""
+        if len(out) != 1 or schedule != [1]:
+            shape = self.tiled.shape
+            raise DecodeError(f"a chunk of {len(out)} images of shape {shape}: expected 1")
+        out[0] = self.tiled.pop(message)
+        report(1)

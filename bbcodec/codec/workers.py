@@ -49,8 +49,12 @@ from typing import Any, Self
 import numpy as np
 import torch
 
+from bbcodec.codec.chunks import ImageCodec, Progress
+from bbcodec.codec.report import ChunkRate
+from bbcodec.codec.settings import CodingSettings
 from bbcodec.container import Chunk
-from bbcodec.image_codec import ChunkRate, CodingSettings, DecodeError, ImageCodec
+from bbcodec.errors import UsageError
+from bbcodec.plan import chunk_shape
 
 #: Chunks submitted to the pool and not yet handed to the caller, per worker.
 IN_FLIGHT_PER_WORKER = 2
@@ -58,8 +62,6 @@ IN_FLIGHT_PER_WORKER = 2
 _POLL_SECONDS = 0.05
 #: Seconds to wait for terminated workers and the pool's manager thread.
 _JOIN_SECONDS = 10.0
-
-Progress = Callable[[int], None] | None
 
 
 # ----- the jobs (the same functions in-process and in a worker) ---------------------------
@@ -69,8 +71,7 @@ def encode_chunk_at(
     codec: ImageCodec, images: np.ndarray, first: int, progress: Progress
 ) -> tuple[Chunk, ChunkRate]:
     """Encode ``images`` as the chunk that starts at image ``first`` of the file."""
-    chunk, rate = codec.encode_chunk(images, progress)
-    return Chunk(first, chunk.count, chunk.words, chunk.pixels_sha256), rate
+    return codec.encode_chunk(images, progress, first)
 
 
 def decode_chunk_checked(
@@ -78,12 +79,7 @@ def decode_chunk_checked(
 ) -> np.ndarray:
     """Decode a chunk whose images the header gives ``shapes``, verified (see
     `ImageCodec.decode_chunk`): the model's shape, or one image of another (tiled)."""
-    if len(shapes) != 1 or (shapes != {codec.image_shape} and chunk.count != 1):
-        raise DecodeError(
-            f"a chunk of {chunk.count} images of shapes {sorted(shapes)}: the model codes "
-            f"{codec.image_shape}, and images of other shapes one per chunk"
-        )
-    (shape,) = shapes
+    shape, _ = chunk_shape(shapes, chunk.count, codec.image_shape)
     return codec.decode_chunk(chunk, progress, shape)
 
 
@@ -157,7 +153,7 @@ class ChunkPool:
 
     def __init__(self, model, settings: CodingSettings, workers: int):
         if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
+            raise UsageError(f"workers must be at least 1, got {workers}")
         if any(t.device.type != "cpu" for t in model.state_dict().values()):
             model = copy.deepcopy(model).cpu()  # workers get CPU tensors; the caller's stay
         context = _QuietSpawnContext()
