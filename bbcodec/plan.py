@@ -14,7 +14,7 @@ Example:
     >>> plan = plan_coding([((28, 28), 2000)], (28, 28), workers=2, threads=2)
     >>> plan.chunk_images, plan.workers, plan.torch_threads, len(plan.spans)
     (1000, 2, 1, 2)
-    >>> [tuple(s) for s in plan_coding([((28, 28), 3), ((50, 40), 2)], (28, 28)).spans]
+    >>> [tuple(s) for s in plan_coding([((28, 28), 3), ((50, 40), 2)], (28, 28), workers=1).spans]
     [(0, 3, (28, 28), False), (3, 1, (50, 40), True), (4, 1, (50, 40), True)]
 """
 

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from paths import SHARED_DATA
 from PIL import Image
 
 from bbcodec.models import data
 from bbcodec.models.data import SPLITS, DataError, dataset_kind, load_images
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 RNG = np.random.default_rng(0)
 
 

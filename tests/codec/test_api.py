@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from paths import REPO, SHARED_DATA
 from tiny import random_images, random_model, tiny_config
 
 import bbcodec
@@ -36,8 +37,7 @@ from bbcodec.models.vae import LatentVariableModel
 from bbcodec.models.weights import WeightsError, save_weights
 from bbcodec.plan import DEFAULT_MODELS
 
-REPO = Path(__file__).resolve().parents[1]
-BMNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "binarized_mnist.npz"
+BMNIST = SHARED_DATA / "binarized_mnist.npz"
 
 
 @pytest.fixture(autouse=True)

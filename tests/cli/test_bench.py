@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import REPO, SHARED_DATA
 
 import bbcodec.bench
 from bbcodec import baselines
@@ -26,9 +27,9 @@ from bbcodec.errors import ContainerError
 from bbcodec.models.vae import LatentVariableModel, ModelConfig
 from bbcodec.models.weights import save_weights
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 #: Records `bbcodec bench --json` wrote: the key order new records must keep.
-RECORDS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+RECORDS = REPO / "benchmarks" / "results"
 TINY_28 = ModelConfig(
     "vlae", "binary", (28, 28), latent_dim=8, channels=8, n_blocks=1, made_hidden=16, kernel_size=3
 )
