@@ -5,7 +5,8 @@
     BbcodecError                  catch this one: a problem with the input, not a bug
     ├── UsageError                bad options or arguments (workers, settings, devices, names)
     ├── DataError                 input images or dataset files that cannot be read as images
-    │   └── ImageKindError        images the chosen model cannot code (kind, shape, values)
+    │   ├── ImageKindError        images the chosen model cannot code (kind, shape, values)
+    │   └── SizeLimitError        an input (or a file's claim) over a stated size limit
     ├── WeightsError              weights or registry missing, unreadable or tampered with
     ├── BaselineError             a classic codec failed to give its input back (benchmarks)
     ├── BbcFileError              a .bbc file that cannot be decoded
@@ -41,6 +42,7 @@ __all__ = [
     "MessageError",
     "MessageSeedMismatchError",
     "MessageUnderflowError",
+    "SizeLimitError",
     "UsageError",
     "WeightsError",
 ]
@@ -60,6 +62,11 @@ class DataError(BbcodecError, ValueError):
 
 class ImageKindError(DataError):
     """Images the chosen model cannot code (shape, kind or dtype), with what would work."""
+
+
+class SizeLimitError(DataError):
+    """An input, or what a file claims it holds, is larger than a stated limit (checked
+    before anything that size is allocated); the message names the option that raises it."""
 
 
 class WeightsError(BbcodecError, ValueError):

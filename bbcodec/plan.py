@@ -30,6 +30,7 @@ from bbcodec.errors import DecodeError, ImageKindError, UsageError
 
 __all__ = [
     "DEFAULT_MAX_BATCH",
+    "DEFAULT_MAX_PIXELS",
     "DEFAULT_MODELS",
     "MAX_AUTO_CHUNK_IMAGES",
     "MAX_BATCH_LIMIT",
@@ -56,6 +57,10 @@ DEFAULT_MODELS: dict[tuple[str, tuple[int, int] | None], str] = {
     ("rgb", (32, 32)): "vlae-cifar10",
     ("rgb", None): "vlae-cifar10",
 }
+
+#: Largest image, in pixels, read or decoded unless the caller raises the limit
+#: (``--max-pixels``): 64 Mi pixels, e.g. 8192 × 8192 or a 6000 × 4000 photo with room.
+DEFAULT_MAX_PIXELS = 1 << 26
 
 #: Most images coded side by side by default (batches grow from 1 up to this).
 DEFAULT_MAX_BATCH = 256
