@@ -143,7 +143,8 @@ class TiledImage:
                 latents = a.posterior(self._tile_pixels(image, ending)).pop(message)
                 self._set_latents(ending, latents)
             rows, cols = self.plan.positions(t)
-            self._pixel_codec(rows, cols).push(message, image[rows.numpy(), cols.numpy()])
+            if len(rows):  # a step is empty only in images narrower than the skew
+                self._pixel_codec(rows, cols).push(message, image[rows.numpy(), cols.numpy()])
             starting = self.starts.get(t)
             if starting:
                 a.prior(len(starting)).push(message, self.latents[starting])
@@ -157,9 +158,10 @@ class TiledImage:
             if starting:
                 self._set_latents(starting, a.prior(len(starting)).pop(message))
             rows, cols = self.plan.positions(t)
-            pixels = self._pixel_codec(rows, cols).pop(message).astype(np.uint8)
-            image[rows.numpy(), cols.numpy()] = pixels
-            self.stepper.write_at(rows, cols, torch.from_numpy(pixels)[None].to(a.device))
+            if len(rows):
+                pixels = self._pixel_codec(rows, cols).pop(message).astype(np.uint8)
+                image[rows.numpy(), cols.numpy()] = pixels
+                self.stepper.write_at(rows, cols, torch.from_numpy(pixels)[None].to(a.device))
             ending = self.ends.get(t)
             if ending:
                 a.posterior(self._tile_pixels(image, ending)).push(message, self.latents[ending])
