@@ -8,7 +8,8 @@ Example:
     True
 
 A file names its model (registered name) and carries a fingerprint of the weights; decoding
-with other weights is a clear `DecodeError`, never wrong pixels.
+with other weights is a clear `DecodeError`, never wrong pixels. The name a file gives is
+looked up in the registry only, never opened as a path (`model_for_file`).
 
 **Workers.** A file is a sequence of independently decodable chunks; ``workers=k`` codes
 them in ``k`` worker processes (`bbcodec.codec.workers`), each running the model with one
@@ -23,6 +24,7 @@ import dataclasses
 import hashlib
 import io
 import itertools
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO
 
@@ -40,7 +42,8 @@ from bbcodec.coding import SEED_GENERATOR
 from bbcodec.container import ContainerReader, ContainerWriter, Header, SeedPolicy
 from bbcodec.errors import DecodeError, ImageKindError, UsageError
 from bbcodec.models.data import dataset_kind
-from bbcodec.plan import default_model_name, plan_coding, shape_runs
+from bbcodec.models.vae import LatentVariableModel
+from bbcodec.plan import DEFAULT_MAX_PIXELS, default_model_name, plan_coding, shape_runs
 from bbcodec.zoo import list_models, load_model
 
 __all__ = [
@@ -51,6 +54,7 @@ __all__ = [
     "decompress_from",
     "default_model_for",
     "load_model",
+    "model_for_file",
     "weights_fingerprint",
 ]
 
@@ -94,7 +98,9 @@ def _as_runs(images) -> list[np.ndarray]:
         if min(arr.shape[1:3], default=0) < 1:
             raise ImageKindError(f"images of shape {arr.shape[1:]} have no pixels")
         if len(arr):
-            runs.append(np.ascontiguousarray(arr))
+            # torch.from_numpy warns on read-only arrays (np.asarray(PIL image), memory maps):
+            # copy those, and non-contiguous ones; a writable contiguous array is not copied.
+            runs.append(np.require(arr, requirements=("C", "W")))
     if not runs:
         raise ImageKindError("no images to compress")
     return runs
@@ -132,14 +138,77 @@ def _check_images(model, runs: list[np.ndarray], model_id: str) -> None:
             )
 
 
-def _resolve(model, runs: list[np.ndarray]) -> tuple[object, str]:
-    """(model object, model id for the header: the registered name, else "custom")."""
-    if model is None or model == "auto":
-        model = _default_model_for_runs(runs)
-    if not isinstance(model, str):
+def _registered() -> set[str]:
+    return {info.name for info in list_models()}
+
+
+def _load(model, auto: bool = False) -> tuple[LatentVariableModel, str]:
+    """(model object, model id for a header: the registered name, else "custom") of a
+    registered name, a weights path (``str`` or `os.PathLike`) or a loaded model."""
+    if isinstance(model, LatentVariableModel):
         return model, "custom"
-    registered = {info.name for info in list_models()}
-    return load_model(model), model if model in registered else "custom"
+    name = os.fspath(model) if isinstance(model, os.PathLike) else model
+    if not isinstance(name, str):
+        auto_text = ', or "auto"' if auto else ""
+        raise UsageError(
+            "model must be a registered name, a weights path (str or os.PathLike) or a "
+            f"LatentVariableModel{auto_text}; got {type(model).__name__}"
+        )
+    return load_model(name), name if name in _registered() else "custom"
+
+
+def _resolve(model, runs: list[np.ndarray]) -> tuple[LatentVariableModel, str]:
+    """(model object, model id for the header: the registered name, else "custom")."""
+    if model is None or (isinstance(model, str) and model == "auto"):
+        model = _default_model_for_runs(runs)
+    return _load(model, auto=True)
+
+
+def model_for_file(header: Header, model=None, pass_as: str = "model=…") -> LatentVariableModel:
+    """The model that decodes the file ``header`` starts, checked against its fingerprint.
+
+    A file names a registered model, never a path: without ``model``, the file's model id
+    is looked up in the registry (`bbcodec.zoo.list_models`) and nothing else; weights of
+    any other origin must be given by the caller.
+
+    Args:
+        header: the file's header (`bbcodec.container.ContainerReader.header`).
+        model: the caller's weights: a registered name, a weights path (``str`` or
+            `os.PathLike`) or a loaded model; ``None``: the registered model the file names.
+        pass_as: how the caller passes weights, for the error messages (the CLI says
+            ``--model PATH``).
+
+    Raises:
+        DecodeError: the file names no registered model and none is given, or the weights
+            are not those that made the file. WeightsError: weights that do not load.
+        UsageError: ``model`` of another type.
+    """
+    if model is None:
+        if header.model_id == "custom":
+            raise DecodeError(
+                f"this file was made with unregistered weights: pass the model to decode it "
+                f"({pass_as})"
+            )
+        if header.model_id not in _registered():
+            raise DecodeError(
+                f"the file names model {header.model_id!r}, which is not a registered model; "
+                f"pass the weights with {pass_as}"
+            )
+        model = header.model_id
+    model_obj, _ = _load(model)
+    if weights_fingerprint(model_obj) != header.weights_sha256:
+        raise DecodeError(
+            f"this file was made with other weights than the given model ({header.model_id!r} "
+            f"in the file): decode it with the weights that made it"
+        )
+    return model_obj
+
+
+def _check_workers(workers) -> None:
+    if workers is not None and (
+        not isinstance(workers, int) or isinstance(workers, bool) or workers < 1
+    ):
+        raise UsageError(f"workers must be an integer, at least 1 (or None), got {workers!r}")
 
 
 def compress_to(
@@ -157,8 +226,8 @@ def compress_to(
         images: (N, H, W[, 3]) uint8 array, one image, or a sequence of images (shapes
             may differ). Images of the model's size are coded in batches; others one by
             one, tiled (VLAE models only).
-        model: a registered name, a weights path, a `LatentVariableModel`, or ``"auto"``
-            (chosen by the images' kind and shape).
+        model: a registered name, a weights path (``str`` or `os.PathLike`), a
+            `LatentVariableModel`, or ``"auto"`` (chosen by the images' kind and shape).
         settings: coding settings (defaults: `CodingSettings()` with this process's torch
             thread count, or one thread with several workers). ``chunk_images=None``
             lets `bbcodec.plan.plan_coding` choose; the file records the size used.
@@ -169,8 +238,15 @@ def compress_to(
 
     Raises:
         ImageKindError: images the model cannot code.
-        UsageError: ``workers`` < 1, or several workers with ``torch_threads`` ≠ 1.
+        UsageError: ``workers`` < 1, several workers with ``torch_threads`` ≠ 1, a CUDA
+            device on a machine without one, a ``model`` or ``settings`` of another type.
+        WeightsError: weights that do not load.
     """
+    _check_workers(workers)
+    if settings is not None:
+        if not isinstance(settings, CodingSettings):
+            raise UsageError(f"settings must be CodingSettings, got {type(settings).__name__}")
+        settings.check_device()
     runs = _as_runs(images)
     model_obj, model_id = _resolve(model, runs)
     _check_images(model_obj, runs, model_id)
@@ -232,39 +308,38 @@ def decompress_from(
     model=None,
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Iterator[np.ndarray]:
     """Decode a ``.bbc`` stream chunk by chunk, yielding (count, H, W[, 3]) uint8 arrays.
 
     Args:
         f: binary file object.
-        model: the weights to decode with; by default the registered model the file names.
+        model: the weights to decode with (a registered name, a weights path or a loaded
+            model); by default the registered model the file names (`model_for_file`).
         progress: called with the number of images decoded, as they are.
         workers: worker processes decoding chunks side by side (``None``: 1, in this
             process), capped at the file's number of chunks; CPU files only (others decode
             in-process). Every worker runs torch with the thread count the file records.
             Chunks are yielded in file order either way.
+        max_pixels: the largest image (H × W) the file may claim (``None``: no limit);
+            checked before decoding (`bbcodec.container.ContainerReader`).
 
     Raises:
-        ContainerError: malformed file. DecodeError: wrong model, or a stream that does not
-            decode. ChecksumError: pixels that do not match.
+        ContainerError: malformed file. DecodeError: wrong or unregistered model, or a
+            stream that does not decode. ChecksumError: pixels that do not match.
+        SizeLimitError: the file claims an image (or chunk) over ``max_pixels``.
     """
-    reader = ContainerReader(f)
+    _check_workers(workers)
+    reader = ContainerReader(f, max_pixels)
     header = reader.header
-    if model is None:
-        if header.model_id == "custom":
-            raise DecodeError(
-                "this file was made with unregistered weights: pass the model to decode it"
-            )
-        model = header.model_id
-    model_obj = load_model(model) if isinstance(model, str) else model
-    if weights_fingerprint(model_obj) != header.weights_sha256:
-        raise DecodeError(
-            f"this file was made with other weights than the given model ({header.model_id!r} "
-            f"in the file): decode it with the weights that made it"
-        )
+    model_obj = model_for_file(header, model)
     settings = CodingSettings.from_dict(dict(header.settings))
-    if settings.device.startswith("cuda") and not torch.cuda.is_available():
-        raise DecodeError(f"this file was encoded on {settings.device}; decoding needs that device")
+    try:
+        settings.check_device()
+    except UsageError as exc:  # the file's device, not an option: a DecodeError
+        raise DecodeError(
+            f"this file was encoded on {settings.device}; decoding needs that device ({exc})"
+        ) from None
     plan = plan_coding(shape_runs(header.shapes), model_obj.config.image_shape,
                        settings.chunk_images, workers or 1, settings.device)  # fmt: skip
 
@@ -280,10 +355,12 @@ def decompress_from(
 
 
 def decompress(
-    data: bytes, model=None, workers: int | None = None
-) -> np.ndarray | list[np.ndarray]:
+    data: bytes, model=None, workers: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> np.ndarray | list[np.ndarray]:  # fmt: skip
     """Decode ``.bbc`` bytes to (N, H, W[, 3]) uint8 images (a list where shapes differ)."""
-    parts: Sequence[np.ndarray] = list(decompress_from(io.BytesIO(data), model, workers=workers))
+    stream = decompress_from(io.BytesIO(data), model, workers=workers, max_pixels=max_pixels)
+    parts: Sequence[np.ndarray] = list(stream)
     if len({part.shape[1:] for part in parts}) > 1:
         return [image for part in parts for image in part]
     return np.concatenate(parts) if parts else np.empty((0,), np.uint8)

@@ -50,7 +50,7 @@ from bbcodec.errors import BbcFileError
 from bbcodec.models.data import load_image_runs
 from bbcodec.models.evaluate import EvalResult, check_images, evaluate
 from bbcodec.models.tiles import tiled_elbo_terms
-from bbcodec.plan import plan_coding
+from bbcodec.plan import DEFAULT_MAX_PIXELS, plan_coding
 from bbcodec.zoo import list_models, load_model
 
 __all__ = [
@@ -147,7 +147,8 @@ def round_trip(
     with tqdm(total=n, desc="decode", unit="img", disable=not progress) as bar:
         t0 = time.perf_counter()
         try:
-            parts = list(decompress_from(buffer, model, bar.update, workers))
+            # no size limit: the file was made here, from images already in memory
+            parts = list(decompress_from(buffer, model, bar.update, workers, max_pixels=None))
             decode_seconds = time.perf_counter() - t0
         except BbcFileError as exc:
             failure = f"the file does not decode: {exc}"
@@ -452,6 +453,7 @@ class BenchOptions:
         seed: the coding seed, also the −ELBO's (for photos: each photo's).
         device: torch device.
         progress: tqdm bars.
+        max_pixels: the largest image the data may hold (`bbcodec.plan.DEFAULT_MAX_PIXELS`).
     """
 
     chunk_images: int | None = None
@@ -460,6 +462,7 @@ class BenchOptions:
     seed: int = 0
     device: str = "cpu"
     progress: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def bench_dataset(
@@ -584,7 +587,7 @@ def run_bench(
         options: how to code and report.
     """
     loaded = load_model(model, device=options.device)
-    runs = load_image_runs(data, split)
+    runs = load_image_runs(data, split, max_pixels=options.max_pixels)
     if len(runs) == 1 and runs[0].shape[1:3] == tuple(loaded.config.image_hw):
         return bench_dataset(loaded, runs[0][:n], str(model), str(data), split, options)
     images = [image for run in runs for image in run][:n]

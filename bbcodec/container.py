@@ -83,6 +83,14 @@ before anything is allocated; when the size is unknown (a pipe) reads proceed in
 at most 1 MiB, so a lying length costs no more memory than the bytes actually present.
 Every malformed input raises :class:`ContainerError` with a one-line message.
 
+**Size limits.** A well-formed header may still claim images far larger than the file
+(a few kilobytes claiming one 65536 × 65536 image). The reader checks every claimed image
+against ``max_pixels`` (default `bbcodec.plan.DEFAULT_MAX_PIXELS`) when the header is read,
+and each chunk's images together against ``MAX_DATASET_PIXELS_FACTOR × max_pixels`` before
+its stream is read, raising :class:`~bbcodec.errors.SizeLimitError` (a ``DataError``: the
+file may be intact, only larger than the caller allows) before a decoder allocates anything
+that size.
+
 A pixel-checksum mismatch after decoding (the codec's check) raises
 :class:`~bbcodec.errors.ChecksumError` (a `DecodeError`, not a `ContainerError`): the stream was
 intact but decoded to other pixels (wrong model, or the determinism contract broken).
@@ -121,7 +129,8 @@ from typing import Any, BinaryIO, Self
 
 import numpy as np
 
-from bbcodec.errors import ChecksumError, ContainerError
+from bbcodec.errors import ChecksumError, ContainerError, SizeLimitError
+from bbcodec.plan import DEFAULT_MAX_PIXELS, MAX_DATASET_PIXELS_FACTOR
 
 __all__ = [
     "FORMAT_VERSION",
@@ -138,6 +147,7 @@ __all__ = [
     "ContainerWriter",
     "Header",
     "SeedPolicy",
+    "check_claimed_pixels",
     "dumps",
     "loads",
     "pixels_checksum",
@@ -250,6 +260,40 @@ def _shape(value: Any, what: str) -> tuple[int, ...]:
         raise ContainerError(f"{what} must be (H, W) or (H, W, C), got {dims!r}")
     his = (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE, MAX_CHANNELS)
     return tuple(_index(d, f"{what} dim {i}", 1, hi) for i, (d, hi) in enumerate(zip(dims, his)))
+
+
+def _over_limit(what: str, size: str, limit: str) -> SizeLimitError:
+    return SizeLimitError(
+        f"{what} ({size}) is over the limit of {limit}; raise it with --max-pixels N "
+        "(max_pixels= in Python) if the file is to be trusted"
+    )
+
+
+def check_claimed_pixels(header: Header, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+    """Refuse a header that claims an image of more than ``max_pixels`` pixels (H × W).
+
+    Only the header is looked at, so this costs nothing per pixel; ``None`` checks nothing.
+
+    Raises:
+        SizeLimitError: naming the first such image, its size and the limit.
+
+    Example:
+        >>> header = Header("m", bytes(32), {}, SeedPolicy("numpy.PCG64", 1, 4), ((20, 30),))
+        >>> check_claimed_pixels(header, max_pixels=600)
+        >>> check_claimed_pixels(header, max_pixels=599)
+        Traceback (most recent call last):
+        ...
+        bbcodec.errors.SizeLimitError: image 0 of the file (30×20, 600 pixels) is over the limit of 599 pixels; raise it with --max-pixels N (max_pixels= in Python) if the file is to be trusted
+    """
+    if max_pixels is None:
+        return
+    first = 0
+    for shape, run in itertools.groupby(header.shapes):
+        pixels = shape[0] * shape[1]
+        if pixels > max_pixels:
+            size = f"{shape[1]}×{shape[0]}, {pixels:,} pixels"
+            raise _over_limit(f"image {first} of the file", size, f"{max_pixels:,} pixels")
+        first += sum(1 for _ in run)
 
 
 @dataclass(frozen=True)
@@ -693,9 +737,13 @@ class ContainerReader:
 
     Args:
         f: A binary file object positioned at the start of the file; seekable or not.
+        max_pixels: Largest image (H × W) the header may claim, and (times
+            `bbcodec.plan.MAX_DATASET_PIXELS_FACTOR`) the most pixels one chunk may hold;
+            ``None``: no limit. Checked before any of it is allocated.
 
     Raises:
         ContainerError: on any malformed, truncated or corrupted input.
+        SizeLimitError: a claimed image or chunk over the limits (see the module docstring).
 
     Example:
         >>> import io
@@ -705,12 +753,14 @@ class ContainerReader:
         (0, [])
     """
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BinaryIO, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
         self._f = f
         self._pos = 0
         self._size = self._find_size(f)
         self._started = False
+        self._max_pixels = max_pixels
         self.header, self._header_crc = self._read_header()
+        check_claimed_pixels(self.header, max_pixels)
 
     @staticmethod
     def _find_size(f: BinaryIO) -> int | None:
@@ -746,6 +796,21 @@ class ContainerReader:
             )
         self._pos += n
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _check_chunk_pixels(self, index: int, start: int, first: int, count: int) -> None:
+        """A decoder holds a chunk's images at once: refuse more than the limit allows."""
+        if self._max_pixels is None:
+            return
+        limit = MAX_DATASET_PIXELS_FACTOR * self._max_pixels
+        pixels = 0
+        for shape, run in itertools.groupby(self.header.shapes[first : first + count]):
+            pixels += shape[0] * shape[1] * sum(1 for _ in run)
+        if pixels > limit:
+            what = f"chunk {index} at byte {start}"
+            size = f"{count:,} images, {pixels:,} pixels in all"
+            raise _over_limit(
+                what, size, f"{limit:,} pixels per chunk, {MAX_DATASET_PIXELS_FACTOR} × max pixels"
+            )
 
     def _read_header(self) -> tuple[Header, int]:
         magic = self._read(len(MAGIC), "magic")
@@ -803,6 +868,7 @@ class ContainerReader:
                 raise ContainerError(
                     f"chunk {index} at byte {start}: {n_words} words, more than {MAX_CHUNK_WORDS}"
                 )
+            self._check_chunk_pixels(index, start, first, count)
             payload = self._read(4 * n_words, f"chunk {index} stream")
             (stored,) = _U32.unpack(self._read(4, f"chunk {index} stream CRC"))
             if zlib.crc32(payload, frame_crc) != stored:
@@ -847,11 +913,15 @@ def dumps(header: Header, chunks: Iterable[Chunk]) -> bytes:
     return buf.getvalue()
 
 
-def loads(data: bytes | bytearray | memoryview) -> tuple[Header, list[Chunk]]:
-    """Parse and verify a whole ``.bbc`` file held in memory.
+def loads(
+    data: bytes | bytearray | memoryview, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[Header, list[Chunk]]:
+    """Parse and verify a whole ``.bbc`` file held in memory (``max_pixels``: see
+    `ContainerReader`).
 
     Raises:
         ContainerError: on any malformed, truncated or corrupted input.
+        SizeLimitError: a claimed image or chunk over the limits.
     """
-    reader = ContainerReader(io.BytesIO(data))
+    reader = ContainerReader(io.BytesIO(data), max_pixels)
     return reader.header, list(reader)

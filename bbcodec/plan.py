@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_MODELS",
     "MAX_AUTO_CHUNK_IMAGES",
     "MAX_BATCH_LIMIT",
+    "MAX_DATASET_PIXELS_FACTOR",
     "MIN_IMAGES_PER_WORKER",
     "ChunkSpan",
     "CodingPlan",
@@ -58,9 +59,24 @@ DEFAULT_MODELS: dict[tuple[str, tuple[int, int] | None], str] = {
     ("rgb", None): "vlae-cifar10",
 }
 
-#: Largest image, in pixels, read or decoded unless the caller raises the limit
-#: (``--max-pixels``): 64 Mi pixels, e.g. 8192 × 8192 or a 6000 × 4000 photo with room.
-DEFAULT_MAX_PIXELS = 1 << 26
+#: Largest image, in pixels (H × W), read or decoded unless the caller raises the limit
+#: (``--max-pixels``, ``max_pixels=``): 16 Mi pixels, e.g. 4096 × 4096 or a 12-megapixel
+#: 4000 × 3000 photo. An image of another size than the model's is coded whole (tiled,
+#: `bbcodec.codec.tiled`) with a float32 feature map of the whole image (4 bytes × 96
+#: channels = 384 bytes a pixel for vlae-cifar10) besides the pixel canvas and the image.
+#: Measured (peak RSS of one process, CPU, one thread, vlae-cifar10, Kodak kodim01 tiled
+#: to 768 × 512 and 1536 × 1024): decode 416 → 880 MB, encode 444 → 926 MB, i.e. ~410
+#: and ~430 bytes a pixel over ~250 MB for torch and the model. At this limit a decode
+#: or an encode fits in ~7.5 GB (and takes ~35 min); 64 Mi pixels would need ~28 GB.
+#: Inputs and files are checked against it from their headers, before anything per-pixel
+#: is allocated (`bbcodec.models.data`, `bbcodec.container.ContainerReader`), raising
+#: `bbcodec.errors.SizeLimitError`.
+DEFAULT_MAX_PIXELS = 1 << 24
+#: Datasets read into memory whole (`bbcodec.models.data.load_images`: .npy, .npz, IDX,
+#: CIFAR batches, PNG folders) and the images of one ``.bbc`` chunk may hold at most this
+#: many times ``max_pixels`` pixels in all: 1 Gi pixels at the default (1 GiB of grey or
+#: 3 GiB of RGB uint8 pixels; CIFAR-10's 50,000 training images are 51 M pixels).
+MAX_DATASET_PIXELS_FACTOR = 64
 
 #: Most images coded side by side by default (batches grow from 1 up to this).
 DEFAULT_MAX_BATCH = 256

@@ -17,24 +17,35 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import struct
+import warnings
 from pathlib import Path
+from typing import NamedTuple
 
-from bbcodec.errors import UsageError
-from bbcodec.plan import MAX_BATCH_LIMIT, MIN_IMAGES_PER_WORKER
+from bbcodec.errors import SizeLimitError, UsageError
+from bbcodec.plan import DEFAULT_MAX_PIXELS, MAX_BATCH_LIMIT, MIN_IMAGES_PER_WORKER
 
 __all__ = [
+    "MAX_PIXELS_HELP",
     "WORKERS_HELP",
     "Parser",
+    "PngFacts",
     "add_debug",
+    "add_max_pixels",
     "add_model_and_data",
     "batch_limit",
     "check_output_folder",
+    "check_png_sizes",
     "common",
     "device",
     "model_name",
     "non_negative_int",
+    "pillow_unlimited",
+    "png_facts",
+    "png_files",
     "positive_float",
     "positive_int",
     "setup_torch",
@@ -47,6 +58,12 @@ WORKERS_HELP = (
     "worker processes coding chunks side by side, one torch thread each (default: one per "
     f"CPU core, at most one per chunk and per {MIN_IMAGES_PER_WORKER} images; 1 codes in "
     "this process)"
+)
+
+#: Help of ``--max-pixels`` (compress, decompress, bench).
+MAX_PIXELS_HELP = (
+    f"largest image in pixels to read or decode (default {DEFAULT_MAX_PIXELS:,}): a guard "
+    "against files that claim huge sizes"
 )
 
 
@@ -125,6 +142,12 @@ def add_debug(parser) -> None:
     )
 
 
+def add_max_pixels(parser) -> None:
+    """``--max-pixels N`` (default `bbcodec.plan.DEFAULT_MAX_PIXELS`)."""
+    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+                        metavar="N", help=MAX_PIXELS_HELP)  # fmt: skip
+
+
 def add_model_and_data(parser) -> None:
     """``--model NAME|PATH``, ``--data PATH`` and ``--split`` (default test), all a command
     needs to name a model and the images to run it on."""
@@ -186,3 +209,110 @@ def write_json(path: str, obj) -> None:
     tmp = Path(path).with_name(f".{Path(path).name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+# ----- PNG inputs ------------------------------------------------------------------------
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+#: PNG chunks that are not stored in a ``.bbc`` file and that a user may miss: those that
+#: change how the pixels are shown (colour profile, gamma, colour space) and those that
+#: carry words (text, EXIF). Not listed, so dropped without a note: layout and housekeeping
+#: hints that do not change what the pixels mean (pHYs: dpi, tIME, bKGD, sBIT, hIST, sPLT).
+PNG_METADATA = {
+    b"iCCP": "ICC profile",
+    b"gAMA": "gamma",
+    b"sRGB": "sRGB intent",
+    b"cHRM": "chromaticities",
+    b"cICP": "colour space",
+    b"mDCV": "mastering display",
+    b"cLLI": "light levels",
+    b"tEXt": "text",
+    b"zTXt": "text",
+    b"iTXt": "text",
+    b"eXIf": "EXIF",
+}
+
+
+class PngFacts(NamedTuple):
+    """What a PNG's chunk headers say, read without decoding a pixel."""
+
+    width: int
+    height: int
+    #: The kinds of `PNG_METADATA` the file carries ("ICC profile", "text", ...).
+    metadata: frozenset[str]
+
+
+def png_facts(path: Path) -> PngFacts | None:
+    """A PNG's size and the metadata it carries (`PNG_METADATA`), from its chunk headers
+    only (the chunks' data is skipped, nothing is decoded); None for a file that is not a
+    readable PNG (the image reader reports what is wrong with it)."""
+    kinds = set()
+    try:
+        with open(path, "rb") as f:
+            head = f.read(33)  # magic, IHDR length and type, 13 bytes of IHDR, its CRC
+            if len(head) < 33 or not head.startswith(_PNG_MAGIC) or head[12:16] != b"IHDR":
+                return None
+            width, height = struct.unpack(">II", head[16:24])
+            while len(frame := f.read(8)) == 8:
+                length, kind = struct.unpack(">I4s", frame)
+                if kind == b"IEND":
+                    break
+                if kind in PNG_METADATA:
+                    kinds.add(PNG_METADATA[kind])
+                f.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
+    except OSError:
+        return None
+    return PngFacts(width, height, frozenset(kinds))
+
+
+def png_files(path: Path) -> list[Path]:
+    """The PNG files an input names: itself, or the ``.png`` files of a folder (sorted)."""
+    if path.is_file():
+        return [path] if path.suffix.lower() == ".png" else []
+    if path.is_dir():
+        try:
+            return sorted(f for f in path.iterdir() if f.suffix.lower() == ".png" and f.is_file())
+        except OSError:
+            return []  # the image reader reports it
+    return []
+
+
+def check_png_sizes(path: Path, max_pixels: int) -> list[PngFacts]:
+    """Refuse, before any is decoded, a PNG under ``path`` (a file or folder) that claims
+    more than ``max_pixels`` pixels; returns the facts of its PNG files.
+
+    Raises:
+        SizeLimitError: naming the file, its size and ``--max-pixels``.
+    """
+    facts = []
+    for f in png_files(path):
+        fact = png_facts(f)
+        if fact is None:
+            continue
+        pixels = fact.width * fact.height
+        if pixels > max_pixels:
+            raise SizeLimitError(
+                f"{f}: a {fact.width}×{fact.height} image ({pixels:,} pixels) is over the "
+                f"limit of {max_pixels:,} pixels; raise it with --max-pixels N if the file "
+                "is to be trusted"
+            )
+        facts.append(fact)
+    return facts
+
+
+@contextlib.contextmanager
+def pillow_unlimited():
+    """Pillow's own size guard off (no ``DecompressionBombWarning`` printed raw, no
+    ``DecompressionBombError``) while a command reads images whose sizes it has checked
+    against ``--max-pixels`` itself (`check_png_sizes`, the readers' ``max_pixels``)."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit

@@ -20,8 +20,11 @@ from typing import TYPE_CHECKING
 
 from bbcodec.cli.args import (
     WORKERS_HELP,
+    add_max_pixels,
     add_model_and_data,
     check_output_folder,
+    check_png_sizes,
+    pillow_unlimited,
     positive_int,
     setup_torch,
     sub,
@@ -80,6 +83,7 @@ def _add_bench(subparsers, common) -> None:
         metavar="N",
         help=WORKERS_HELP + "; photos: one photo per worker at a time (default: one per core)",
     )
+    add_max_pixels(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_bench)
 
@@ -117,8 +121,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     options = BenchOptions(
         chunk_images=args.chunk_images, workers=args.workers, max_batch=args.max_batch,
         seed=args.seed, device=args.device, progress=not args.quiet,
+        max_pixels=args.max_pixels,
     )  # fmt: skip
-    result = run_bench(args.model, args.data, args.split, args.n, options)
+    check_png_sizes(Path(args.data), args.max_pixels)  # before any PNG is decoded
+    with pillow_unlimited():  # sizes checked: no raw DecompressionBombWarning
+        result = run_bench(args.model, args.data, args.split, args.n, options)
     photos = isinstance(result, PhotoBench)
     (_print_photo_table if photos else _print_table)(result)
     if args.json:

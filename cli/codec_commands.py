@@ -4,10 +4,18 @@ The commands follow `bbcodec.cli.args`' conventions (``_add_<cmd>`` / ``_cmd_<cm
 one-line errors, torch imported only when a command runs) and add the file discipline a
 codec owes its user:
 
-- **Nothing is overwritten** without ``--force``; that is checked before any work.
+- **Nothing is overwritten** without ``--force``; that is checked before any work, and
+  again when the output is published: an output that appeared meanwhile (another run
+  writing the same name) is refused, not replaced (`_publish`).
 - **Nothing partial is left behind.** Output goes to a hidden temporary file or folder
   beside the output (``.NAME.*.part``) and is renamed into place only when everything was
-  written (and, for ``decompress``, every chunk verified); any error or Ctrl-C removes it.
+  written (and, for ``decompress``, every chunk verified and the file's end checked, for
+  every kind of output); any error, Ctrl-C or SIGTERM removes it. A ``.npy`` is written
+  sequentially, not through a memory map, so a full disk is an error, not a crash.
+- **Nothing larger than ``--max-pixels``** is read or decoded: PNG sizes are checked from
+  their headers before a pixel is decoded, a ``.bbc`` file's claimed shapes before decoding.
+- **PNG metadata** (colour profile, gamma, text, ...: `bbcodec.cli.args.PNG_METADATA`) is
+  not stored; compress says so in one note line. Only the pixels are coded.
 - ``--force`` replaces a folder only if it holds nothing but decompressed images
   (``NNNNNN.png``), so a typo cannot wipe out a folder of other files.
 
@@ -25,6 +33,7 @@ import errno
 import math
 import os
 import re
+import secrets
 import shutil
 import sys
 import tempfile
@@ -34,13 +43,16 @@ from pathlib import Path
 from bbcodec.cli.args import (
     WORKERS_HELP,
     add_debug,
+    add_max_pixels,
     batch_limit,
+    check_png_sizes,
     device,
+    pillow_unlimited,
     positive_int,
     setup_torch,
     sub,
 )
-from bbcodec.errors import ContainerError, DecodeError, ImageKindError
+from bbcodec.errors import BbcFileError, DecodeError, ImageKindError, SizeLimitError, UsageError
 from bbcodec.plan import DEFAULT_MAX_BATCH, MAX_AUTO_CHUNK_IMAGES, describe_default_models
 
 #: File names of decompressed images inside an output folder.
@@ -59,7 +71,11 @@ concatenated in argument order. Images of the model's size are coded in batches;
 any other size (photos) one at a time, tiled into model-sized tiles with one latent each
 while the pixel context runs across the tiles (VLAE models; nothing is coded for padding).
 PNGs are read exactly: palette images become grey or RGB, 16-bit images holding 8-bit
-values are narrowed; transparency, animation and true 16-bit values are refused.
+values are narrowed; transparency, animation and true 16-bit values are refused. Only the
+pixels are stored: PNG metadata that changes how they are shown (ICC profile, gamma, sRGB,
+chromaticities, colour space) or carries words (text, EXIF) is dropped, and the summary
+says so in a note; dpi, time stamps and other hints are dropped without one. Images over
+--max-pixels are refused before they are decoded.
 
 The model defaults by image kind and size ({defaults}) and is named in the file, with a
 fingerprint of its weights. A model given as a weights path is recorded as "custom":
@@ -83,15 +99,19 @@ header, the seeds and the ANS overhead."""
 
 DECOMPRESS_DESCRIPTION = """\
 Decompress a .bbc file. OUT ending in .npy gets one uint8 array ((N, H, W) or
-(N, H, W, 3); images of one shape); OUT ending in .png gets the image of a one-image file;
-any other OUT becomes a folder of PNGs, 000000.png, 000001.png, … in file order: binary images as 1-bit PNGs (pixel values 0/1), grey as 8-bit grey, RGB as 8-bit
-RGB — `bbcodec compress` reads them back to the same pixels.
+(N, H, W, 3); images of one shape); OUT ending in .png gets the image of a one-image file
+(a file of several images is refused: give a folder or a .npy); any other OUT becomes a
+folder of PNGs, 000000.png, 000001.png, … in file order: binary images as 1-bit PNGs
+(pixel values 0/1), grey as 8-bit grey, RGB as 8-bit RGB — `bbcodec compress` reads them
+back to the same pixels.
 
 Every chunk is verified (the ANS stack must return exactly to its seed and the pixels must
-match their sha256); a damaged file, or one made with other weights, is an error and
-nothing is written. Decoding runs on the device and with the torch thread count the file
-records (see `--device`); with --workers, each worker process decodes whole chunks with
-that thread count, and the images come out in file order."""
+match their sha256), and so is the end of the file (its end record, no bytes after it),
+whatever the output; a damaged file, one made with other weights, or one that claims an
+image over --max-pixels is an error and nothing is written. Decoding runs on the device
+and with the torch thread count the file records (see `--device`); with --workers, each
+worker process decodes whole chunks with that thread count, and the images come out in
+file order."""
 
 
 def _compress_description() -> str:
@@ -130,6 +150,7 @@ def _add_compress(subparsers, common) -> None:
         "-v", "--verbose", action="store_true",
         help="per image: model bits (−ELBO estimate), bits written, difference",
     )  # fmt: skip
+    add_max_pixels(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.set_defaults(func=_cmd_compress)
@@ -146,7 +167,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from bbcodec.plan import plan_coding
     from bbcodec.zoo import list_models, load_model
 
-    runs, labels = _load_inputs(args.inputs, args.split)
+    runs, labels, metadata = _load_inputs(args.inputs, args.split, args.max_pixels)
     n_images = len(labels)
     images = runs[0] if len(runs) == 1 else [image for run in runs for image in run]
     model_name = args.model
@@ -165,7 +186,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         device=args.device, torch_threads=plan.torch_threads,
     )  # fmt: skip
     with (
-        _atomic_file(out) as f,
+        _atomic_file(out, args.force) as f,
         _progress(n_images, "compress", args.quiet) as bar,
     ):
         report = compress_to(f, images, model_name, settings, bar.update, workers=plan.workers)
@@ -174,17 +195,26 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         _print_per_image(labels, elbo_bits, report.image_information_bits)
     registered = model_name in {info.name for info in list_models()}
     _print_compress_summary(out, report, runs, model.config, model_name, registered, elbo_bits)
+    if metadata:
+        print(_metadata_note(metadata))
     return 0
 
 
-def _load_inputs(paths: list[str], split: str):
+def _load_inputs(paths: list[str], split: str, max_pixels: int):
     """All inputs' images as runs of equal shape ((n, H, W[, 3]) arrays, in argument order),
-    and one label per image (``path`` or ``path[i]``)."""
+    one label per image (``path`` or ``path[i]``), and the metadata the PNG files carried
+    that is not stored (one set of `bbcodec.cli.args.PNG_METADATA` kinds per such file).
+
+    PNG sizes are checked against ``max_pixels`` from their headers before any is decoded;
+    Pillow's own guard is off meanwhile (no raw ``DecompressionBombWarning``)."""
     import numpy as np
 
-    runs, labels = [], []
+    runs, labels, metadata = [], [], []
     for path in paths:
-        parts = _load_input(Path(path), split)
+        facts = check_png_sizes(Path(path), max_pixels)
+        metadata += [fact.metadata for fact in facts if fact.metadata]
+        with pillow_unlimited():
+            parts = _load_input(Path(path), split, max_pixels)
         n = sum(len(part) for part in parts)
         single = n == 1 and Path(path).is_file()
         labels += [path] if single else [f"{path}[{i}]" for i in range(n)]
@@ -193,53 +223,49 @@ def _load_inputs(paths: list[str], split: str):
                 runs[-1] = np.concatenate([runs[-1], part])
             else:
                 runs.append(part)
-    return runs, labels
+    return runs, labels, metadata
 
 
-def _load_input(path: Path, split: str):
+def _metadata_note(metadata: list[frozenset[str]]) -> str:
+    """One line: how many PNG files carried metadata that is not stored, and which."""
+    kinds = sorted(set().union(*metadata), key=str.lower)
+    n = len(metadata)
+    files = f"{n} PNG file{'s' if n != 1 else ''} carried"
+    return (f"note: {files} metadata ({', '.join(kinds)}) that is not stored; the pixels are "
+            "coded exactly")  # fmt: skip
+
+
+def _load_input(path: Path, split: str, max_pixels: int):
     """One INPUT as runs of (n, H, W[, 3]) uint8: an .npz with one array of any name, else
     `load_image_runs` (PNG files and folders of any sizes, .npy, split-keyed .npz, IDX,
     CIFAR batches)."""
     from bbcodec.models.data import load_image_runs
 
-    single = _single_npz_array(path)
-    return [single] if single is not None else load_image_runs(path, split)
+    single = _single_npz_array(path, max_pixels)
+    return [single] if single is not None else load_image_runs(path, split, max_pixels)
 
 
-def _single_npz_array(path: Path):
-    """The array of an .npz that holds exactly one, not split-keyed; else None."""
+def _single_npz_array(path: Path, max_pixels: int):
+    """The array of an .npz that holds exactly one, not split-keyed; else None. Read with
+    `bbcodec.models.data.read_npz_images`, which checks its .npy header (images, at most
+    ``max_pixels`` pixels each, a bounded total) before reading any data."""
     import zipfile
 
-    import numpy as np
-
     from bbcodec.errors import DataError
+    from bbcodec.models.data import npz_keys, read_npz_images
 
-    try:
-        if not path.is_file() or not zipfile.is_zipfile(path):
-            return None
-        with np.load(path, allow_pickle=False) as npz:
-            keys = list(npz.files)
-            if len(keys) != 1 or keys[0] in _SPLIT_KEYS:
-                if not any(k in _SPLIT_KEYS for k in keys):
-                    found = ", ".join(keys) or "none"
-                    raise DataError(
-                        f"{path}: .npz with {len(keys)} arrays ({found}); expected one array, or "
-                        "train/valid/test or x_train/x_valid/x_test (chosen with --split)"
-                    )
-                return None
-            arr = npz[keys[0]]
-    except DataError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: corrupt or unreadable .npz ({exc})") from exc
-    where = f"{path}[{keys[0]!r}]"
-    if arr.dtype == np.bool_:
-        arr = arr.astype(np.uint8)
-    if arr.dtype != np.uint8:
-        raise DataError(f"{where}: dtype {arr.dtype}; expected uint8 pixel values")
-    if not (arr.ndim == 3 or (arr.ndim == 4 and arr.shape[-1] == 3)) or arr.size == 0:
-        raise DataError(f"{where}: shape {arr.shape}; expected (N, H, W) or (N, H, W, 3) images")
-    return np.ascontiguousarray(arr)
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return None
+    keys = npz_keys(path)
+    if len(keys) != 1 or keys[0] in _SPLIT_KEYS:
+        if not any(k in _SPLIT_KEYS for k in keys):
+            found = ", ".join(keys) or "none"
+            raise DataError(
+                f"{path}: .npz with {len(keys)} arrays ({found}); expected one array, or "
+                "train/valid/test or x_train/x_valid/x_test (chosen with --split)"
+            )
+        return None
+    return read_npz_images(path, keys[0], max_pixels)
 
 
 def _neg_elbo_bits(model, runs, device: str, seed: int, batch_size: int = 256):
@@ -319,7 +345,8 @@ def _add_decompress(subparsers, common) -> None:
     p.add_argument("input", metavar="IN.bbc", help="the file to decompress")
     p.add_argument(
         "-o", "--output", required=True, metavar="OUT",
-        help="OUT.npy for one array, anything else for a folder of PNGs",
+        help="OUT.npy for one array, OUT.png for a one-image file, anything else for a "
+        "folder of PNGs",
     )  # fmt: skip
     p.add_argument(
         "--model", metavar="NAME|PATH",
@@ -327,6 +354,7 @@ def _add_decompress(subparsers, common) -> None:
         "for files made with custom weights)",
     )  # fmt: skip
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    add_max_pixels(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     group = p.add_argument_group("run options")  # the file decides device and threads
     device_help = "must be the device the file was encoded on (default: that device)"
@@ -344,7 +372,7 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
     source = Path(args.input)
     try:
         return _decompress(args, source, out)
-    except ContainerError as exc:  # DecodeError, ChecksumError: name the file
+    except (BbcFileError, SizeLimitError) as exc:  # damaged, other weights, too big: name it
         raise type(exc)(f"{source}: {exc}") from exc
 
 
@@ -353,7 +381,13 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
     from bbcodec.container import ContainerReader
 
     with open(source, "rb") as f:
-        header = ContainerReader(f).header
+        header = ContainerReader(f, max_pixels=args.max_pixels).header  # sizes checked
+    n = header.image_count
+    if out.suffix.lower() == ".png" and n != 1:
+        raise UsageError(
+            f"the file holds {n} image{'s' if n != 1 else ''}; -o NAME.png takes a one-image "
+            "file: give a folder or a .npy"
+        )
     settings = CodingSettings.from_dict(dict(header.settings))
     if args.device is not None and args.device != settings.device:
         raise DecodeError(
@@ -374,16 +408,14 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
         raise DecodeError(
             "the file was made with custom (unregistered) weights: pass --model PATH with them"
         )
-    from bbcodec.api import decompress_from
+    from bbcodec.api import decompress_from, model_for_file
     from bbcodec.plan import plan_coding, shape_runs
-    from bbcodec.zoo import load_model
 
-    model = load_model(args.model or header.model_id)
+    model = model_for_file(header, args.model, pass_as="--model PATH")
     kind = model.config.kind
     shapes = sorted(set(header.shapes))
-    n = header.image_count
     as_npy = out.suffix.lower() == ".npy"
-    as_png = out.suffix.lower() == ".png" and n == 1
+    as_png = out.suffix.lower() == ".png"
     if as_npy and len(shapes) > 1:
         raise DecodeError(
             f"the file holds images of several shapes {shapes}: one .npy array cannot hold "
@@ -395,14 +427,18 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
     with (
         open(source, "rb") as f,
         _progress(n, "decompress", args.quiet) as bar,
-        contextlib.closing(decompress_from(f, model, bar.update, plan.workers)) as chunks,
+        contextlib.closing(
+            decompress_from(f, model, bar.update, plan.workers, max_pixels=args.max_pixels)
+        ) as chunks,
     ):
+        # each writer reads the chunks to the end (the container's end record and trailing
+        # bytes are checked then) before it publishes anything
         if as_npy:
-            _write_npy(out, chunks, (n, *shape))
+            _write_npy(out, chunks, (n, *shape), args.force)
         elif as_png:
-            _write_png(out, next(chunks)[0], kind)
+            _write_png(out, chunks, kind, args.force)
         else:
-            _write_png_folder(out, chunks, n, kind)
+            _write_png_folder(out, chunks, n, kind, args.force)
     what = "one array" if as_npy else "one PNG" if as_png else "PNGs"
     size = "×".join(map(str, shape[:2])) if len(shapes) <= 1 else "mixed-size"
     print(f"decompressed {n} {kind} {size} image{'s' if n != 1 else ''} → {out} ({what}); "
@@ -410,24 +446,25 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
     return 0
 
 
-def _write_npy(out: Path, chunks: Iterator, shape: tuple[int, ...]) -> None:
-    """Stream decoded chunks into a memory-mapped .npy beside ``out``, then rename it."""
+def _write_npy(out: Path, chunks: Iterator, shape: tuple[int, ...], force: bool) -> None:
+    """Write decoded chunks to a .npy beside ``out`` (the header, then each chunk's bytes in
+    turn: no memory map, so a full disk is an `OSError`, not a SIGBUS), then publish it."""
     import numpy as np
 
-    with _atomic_file(out) as f:
-        if shape[0] == 0:  # nothing to map
-            np.save(f, np.empty(shape, np.uint8))
-            return
-        f.close()  # the memory map writes the temporary file by its name
-        array = np.lib.format.open_memmap(f.name, mode="w+", dtype=np.uint8, shape=shape)
+    with _atomic_file(out, force) as f:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                  "fortran_order": False, "shape": tuple(shape)}  # fmt: skip
+        np.lib.format.write_array_header_1_0(f, header)
         filled = 0
         for images in chunks:
-            array[filled : filled + len(images)] = images
+            images = np.ascontiguousarray(images, dtype=np.uint8)
+            if images.shape[1:] != tuple(shape[1:]):
+                raise RuntimeError(f"decoded images of shape {images.shape[1:]}, expected "
+                                   f"{tuple(shape[1:])}")  # fmt: skip
+            f.write(memoryview(images).cast("B"))
             filled += len(images)
         if filled != shape[0]:
             raise RuntimeError(f"decoded {filled} images, the header promised {shape[0]}")
-        array.flush()
-        del array
 
 
 def _save_png(path, image, kind: str) -> None:
@@ -438,16 +475,20 @@ def _save_png(path, image, kind: str) -> None:
     Image.fromarray(pixels).save(path, format="PNG", optimize=False)
 
 
-def _write_png(out: Path, image, kind: str) -> None:
-    """One decoded image as the PNG file ``out`` (written beside it, then renamed)."""
-    with _atomic_file(out) as f:
-        _save_png(f, image, kind)
+def _write_png(out: Path, chunks: Iterator, kind: str, force: bool) -> None:
+    """The one image of a one-image file as the PNG file ``out`` (written beside it, then
+    published), once the chunks were read to the end of the file."""
+    images = [image for chunk in chunks for image in chunk]
+    if len(images) != 1:
+        raise RuntimeError(f"decoded {len(images)} images, the header promised 1")
+    with _atomic_file(out, force) as f:
+        _save_png(f, images[0], kind)
 
 
-def _write_png_folder(out: Path, chunks: Iterator, n: int, kind: str) -> None:
-    """Write decoded chunks as NNNNNN.png into a temporary folder, then rename it to ``out``."""
+def _write_png_folder(out: Path, chunks: Iterator, n: int, kind: str, force: bool) -> None:
+    """Write decoded chunks as NNNNNN.png into a temporary folder, then publish it as ``out``."""
     digits = max(6, len(str(max(n - 1, 0))))
-    with _atomic_folder(out) as folder:
+    with _atomic_folder(out, force) as folder:
         index = 0
         for images in chunks:
             for image in images:
@@ -498,16 +539,63 @@ def _replace(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+#: `os.link` errors that mean the file system has no hard links (publish by rename then).
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK,
+             errno.ENOSYS}  # fmt: skip
 
 
-def _output_error(exc: OSError, out: Path) -> OSError:
-    """A failure to write ``out`` as a one-line error that names it. Errors that already
-    name a file (a missing input, say) are returned as they are."""
-    if exc.filename is not None:
+def _appeared(out: Path) -> FileExistsError:
+    return FileExistsError(
+        errno.EEXIST,
+        "exists now (written while this ran, by another run?); not replacing it without "
+        "--force; nothing was written",
+        str(out),
+    )
+
+
+def _publish(tmp: Path, out: Path, force: bool) -> None:
+    """Move the finished ``tmp`` (a file or folder) to ``out``.
+
+    With ``force`` whatever is at ``out`` is replaced (`_replace`). Without, ``out`` was
+    checked not to exist before any work (`_check_new_output`), but another run may have
+    written it since: that one is refused, never replaced. A file is published with
+    `os.link`, which fails if ``out`` exists (then ``tmp`` is unlinked), or, where the file
+    system has no hard links, renamed after checking again. A folder is renamed after
+    checking again; the rename itself fails onto a file or a non-empty folder (onto an
+    empty folder made in that instant it would replace it: nothing is lost then).
+    """
+    if force:
+        _replace(tmp, out)
+        return
+    if tmp.is_dir():
+        if os.path.lexists(out):
+            raise _appeared(out)
+        try:
+            os.rename(tmp, out)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                raise _appeared(out) from exc
+            raise
+        return
+    try:
+        os.link(tmp, out)
+    except FileExistsError as exc:
+        raise _appeared(out) from exc
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        if os.path.lexists(out):
+            raise _appeared(out) from exc
+        os.replace(tmp, out)
+        return
+    tmp.unlink()
+
+
+def _output_error(exc: OSError, out: Path, tmp: Path) -> OSError:
+    """A failure to write ``out`` (or its temporary file ``tmp``) as a one-line error that
+    names ``out``. Errors that name another file (a missing input, say) are returned as
+    they are."""
+    if exc.filename is not None and exc.filename != str(tmp):
         return exc
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return OSError(exc.errno, "no space left on the device; nothing was written", str(out))
@@ -515,48 +603,72 @@ def _output_error(exc: OSError, out: Path) -> OSError:
     return OSError(exc.errno, f"cannot write: {reason}; nothing was written", str(out))
 
 
-def _raise_for_output(exc: OSError, out: Path):
-    error = _output_error(exc, out)
+def _raise_for_output(exc: OSError, out: Path, tmp: Path):
+    error = _output_error(exc, out, tmp)
     if error is exc:
         raise exc
     raise error from exc
 
 
-@contextlib.contextmanager
-def _atomic_file(out: Path):
-    """Yields a binary file open on a temporary file beside ``out``; on success it is synced
-    and renamed to ``out``, on any error (Ctrl-C too) removed."""
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(name)
+def _temporary_name(out: Path) -> Path:
+    """A fresh hidden name beside ``out``: ``.NAME.<64 random bits>.part``."""
+    return out.parent / f".{out.name}.{secrets.token_hex(8)}.part"
+
+
+def _create(tmp: Path, folder: bool) -> bool:
+    """Create ``tmp`` (only if nothing is there), mode 0666 or 0777 less the umask, as the
+    output will have; False if the name is taken."""
     try:
-        tmp.chmod(0o666 & ~_umask())  # mkstemp's 0600 is for the temporary file only
+        if folder:
+            os.mkdir(tmp, 0o777)
+        else:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except FileExistsError:
+        return False
+    return True
+
+
+# The temporary file or folder is named before it is created, inside the ``try``, so that
+# its name is known whenever a Ctrl-C or SIGTERM may arrive and what was made is always
+# removed (`tempfile.mkstemp` gives the name only after creating the file).
+
+
+@contextlib.contextmanager
+def _atomic_file(out: Path, force: bool = False):
+    """Yields a binary file open on a temporary file beside ``out``; on success it is synced
+    and published as ``out`` (`_publish`: replacing an ``out`` that exists only with
+    ``force``), on any error (Ctrl-C and SIGTERM too) removed."""
+    tmp = _temporary_name(out)
+    try:
+        while not _create(tmp, folder=False):
+            tmp = _temporary_name(out)
         with open(tmp, "wb") as f:
             yield f
             if not f.closed:
                 f.flush()
                 os.fsync(f.fileno())
-        _replace(tmp, out)
+        _publish(tmp, out, force)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            _raise_for_output(exc, out)
+            _raise_for_output(exc, out, tmp)
         raise
 
 
 @contextlib.contextmanager
-def _atomic_folder(out: Path):
-    """Yields a temporary folder beside ``out``; on success renamed to ``out``, on any
-    error (Ctrl-C too) removed with everything in it."""
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part"))
+def _atomic_folder(out: Path, force: bool = False):
+    """Yields a temporary folder beside ``out``; on success published as ``out``
+    (`_publish`), on any error (Ctrl-C and SIGTERM too) removed with everything in it."""
+    tmp = _temporary_name(out)
     try:
-        tmp.chmod(0o777 & ~_umask())
+        while not _create(tmp, folder=True):
+            tmp = _temporary_name(out)
         yield tmp
-        _replace(tmp, out)
+        _publish(tmp, out, force)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError):
-            _raise_for_output(exc, out)
+            _raise_for_output(exc, out, tmp)
         raise
 
 

@@ -15,15 +15,20 @@ Only this module imports the command modules. Heavy imports (torch) happen insid
 commands, so ``bbcodec --help`` stays fast.
 
 Errors users can cause (a `bbcodec.errors.BbcodecError`: bad data, bad or tampered
-weights, bad options, damaged files; an `OSError`: missing or unwritable files; Ctrl-C)
-print one line, ``bbcodec: error: ...``, and exit non-zero; ``--debug`` re-raises them
-with the traceback. Anything else is a bug and keeps its traceback.
+weights, bad options, damaged files; an `OSError`: missing or unwritable files; running out
+of memory; Ctrl-C; SIGTERM) print one line, ``bbcodec: error: ...``, and exit non-zero
+(130 after Ctrl-C, 143 after SIGTERM, else 1); ``--debug`` re-raises them with the
+traceback. Anything else is a bug and keeps its traceback. SIGTERM raises `Terminated` in
+the running command, so its output files are cleaned up as on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 
 from bbcodec.cli.args import Parser, common
 from bbcodec.cli.bench_command import _add_bench
@@ -71,6 +76,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """Raised in a running command by SIGTERM: like `KeyboardInterrupt`, it unwinds the
+    command (temporary outputs removed, worker processes stopped), then exits with 143."""
+
+
+def _terminate(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """While the command runs, SIGTERM raises `Terminated` (main thread only: signal
+    handlers can be set nowhere else); the previous handler is restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A `MemoryError`, or torch's out-of-memory error (a `RuntimeError`)."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None)
+    return oom is not None and isinstance(exc, oom)
+
+
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         message = f"{exc.filename}: {exc.strerror}"
@@ -90,16 +128,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return args.func(args)
+        with _sigterm_raises():
+            return args.func(args)
     except KeyboardInterrupt:
         if args.debug:
             raise
         print("bbcodec: error: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        if args.debug:
+            raise
+        print("bbcodec: error: terminated", file=sys.stderr)
+        return 143
     except (BbcodecError, OSError) as exc:
         if args.debug:
             raise
         print(f"bbcodec: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError) as exc:
+        if args.debug or not _out_of_memory(exc):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"bbcodec: error: out of memory ({' '.join(first.split())})", file=sys.stderr)
         return 1
 
 

@@ -35,22 +35,42 @@ out of range, truncated or corrupt files, unsafe pickles) raises `DataError`, a
 Pickles: CIFAR-10's python batches are pickles, and unpickling runs code chosen by the
 file. They are read with a restricted unpickler that can only rebuild numpy arrays and
 the byte strings inside them; any other global is refused with a `DataError`.
+
+Size limits (``max_pixels``, default `bbcodec.plan.DEFAULT_MAX_PIXELS`): a small file can
+claim a huge image (a 519 KB PNG of 13000 × 13000, a 1 KB ``.npy`` header claiming 100 GB,
+a 6 MB ``.npz`` or a 1 MB gzip IDX file expanding to gigabytes). Every reader takes the
+sizes from the file's header — PNG IHDR, ``.npy`` header (also inside an ``.npz``), IDX
+header, a CIFAR batch's file size — and refuses, with `SizeLimitError`, an image of more
+than ``max_pixels`` pixels (H × W) or a dataset of more than
+`bbcodec.plan.MAX_DATASET_PIXELS_FACTOR` × ``max_pixels`` pixels in all, before decoding
+or allocating any of it. Headers that claim more data than an uncompressed file holds
+are `DataError` s; compressed data (gzip, zip members) is read in bounded pieces up to
+what the header claims, never trusting a declared size alone. ``max_pixels=None`` lifts
+the limits (the truncation checks stay). Pillow's own decompression-bomb guard never
+prints its warning: above our limit the image was refused first, below it the warning is
+silenced, and Pillow's `DecompressionBombError` becomes a `SizeLimitError`.
 """
 
 from __future__ import annotations
 
 import codecs
 import gzip
+import math
+import os
 import pickle
 import struct
+import warnings
 import zipfile
 import zlib
+from contextlib import nullcontext
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
 
-from bbcodec.errors import DataError
+from bbcodec.errors import DataError, SizeLimitError, UsageError
+from bbcodec.plan import DEFAULT_MAX_PIXELS, MAX_DATASET_PIXELS_FACTOR
 
 try:  # numpy >= 2 (numpy 1.26 also has these aliases)
     from numpy._core import multiarray as _np_multiarray
@@ -59,22 +79,73 @@ except ImportError:  # pragma: no cover - older numpy
     from numpy.core import multiarray as _np_multiarray
     from numpy.core import numeric as _np_numeric
 
-__all__ = ["SPLITS", "DataError", "dataset_kind", "load_image_runs", "load_images", "read_png"]
+__all__ = [
+    "SPLITS",
+    "DataError",
+    "SizeLimitError",
+    "dataset_kind",
+    "load_image_runs",
+    "load_images",
+    "npz_keys",
+    "read_npz_images",
+    "read_png",
+]
 
 SPLITS = ("train", "valid", "test")
+
+_LIMIT_HINT = "raise it with --max-pixels N (max_pixels= in Python) if the file is to be trusted"
+
+
+class _Limits:
+    """The size limits of one read: ``max_pixels`` per image, and
+    `MAX_DATASET_PIXELS_FACTOR` × ``max_pixels`` for all the images it returns together."""
+
+    def __init__(self, max_pixels: int | None):
+        if max_pixels is not None and (
+            not isinstance(max_pixels, int) or isinstance(max_pixels, bool) or max_pixels < 1
+        ):
+            raise UsageError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
+        self.image = max_pixels
+        self.total = None if max_pixels is None else MAX_DATASET_PIXELS_FACTOR * max_pixels
+        self.used = 0
+
+    def check(self, where: object, n: int, height: int, width: int, count: bool = True) -> None:
+        """Refuse ``n`` images of ``height`` × ``width`` over the limits; count them in
+        the total read (unless ``count`` is false: a bound checked ahead of the read)."""
+        if self.image is None:
+            return
+        pixels = height * width
+        if pixels > self.image:
+            raise SizeLimitError(
+                f"{where}: a {width}×{height} image ({pixels:,} pixels) is over the limit of "
+                f"{self.image:,} pixels; {_LIMIT_HINT}"
+            )
+        if self.used + n * pixels > self.total:
+            raise SizeLimitError(
+                f"{where}: {n:,} images of {width}×{height} bring the data to "
+                f"{self.used + n * pixels:,} pixels, over the limit of {self.total:,} pixels "
+                f"read at once ({MAX_DATASET_PIXELS_FACTOR} × max pixels); {_LIMIT_HINT}"
+            )
+        if count:
+            self.used += n * pixels
 
 
 # --------------------------------------------------------------------------------------
 # public API
 
 
-def load_images(path: str | Path, split: str = "test") -> np.ndarray:
+def load_images(
+    path: str | Path, split: str = "test", max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """Load one split of an image dataset as a uint8 array.
 
     Args:
         path: a file or folder in one of the layouts listed in the module docstring.
         split: ``"train"``, ``"valid"`` or ``"test"``. Ignored by single-set sources
             (one IDX, CIFAR batch, PNG or ``.npy`` file; a PNG folder).
+        max_pixels: the largest image (H × W) to read; the split may hold
+            `bbcodec.plan.MAX_DATASET_PIXELS_FACTOR` times as many pixels in all. Checked
+            from the files' headers before anything is decoded; ``None``: no limit.
 
     Returns:
         uint8 array, C-contiguous and writeable: ``(N, H, W)`` for grey or binary
@@ -82,6 +153,7 @@ def load_images(path: str | Path, split: str = "test") -> np.ndarray:
 
     Raises:
         DataError: the path is missing or its content is not a valid dataset.
+        SizeLimitError: (a `DataError`) an image or the split is over the limits.
 
     Example:
         >>> import tempfile
@@ -93,12 +165,15 @@ def load_images(path: str | Path, split: str = "test") -> np.ndarray:
     """
     if not isinstance(split, str) or split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    p = Path(path)
+    return _load_images(Path(path), split, _Limits(max_pixels))
+
+
+def _load_images(p: Path, split: str, limits: _Limits) -> np.ndarray:
     try:
         if p.is_dir():
-            return _load_folder(p, split)
+            return _load_folder(p, split, limits)
         if p.is_file():
-            return _load_file(p, split)
+            return _load_file(p, split, limits)
         if p.exists():
             raise DataError(f"{p}: not a regular file or folder")
         raise DataError(f"{p}: no such file or folder")
@@ -156,41 +231,41 @@ _CIFAR_TEST = "test_batch"
 _CIFAR_SUBFOLDER = "cifar-10-batches-py"
 
 
-def _load_file(p: Path, split: str) -> np.ndarray:
+def _load_file(p: Path, split: str, limits: _Limits) -> np.ndarray:
     with open(p, "rb") as f:
         head = f.read(8)
     if head.startswith(_GZIP_MAGIC) or _looks_like_idx(head):
-        return _read_idx(p)
+        return _read_idx(p, limits)
     if head.startswith(_ZIP_MAGIC):
-        return _read_npz(p, split)
+        return _read_npz(p, split, limits)
     if head.startswith(_NPY_MAGIC):
-        return _read_npy(p)
+        return _read_npy(p, limits)
     if head.startswith(_PNG_MAGIC):
-        return _read_pngs([p])
+        return _read_pngs([p], limits)
     if head.startswith(_PICKLE_PROTO):
-        return _images(_read_cifar_batch(p), str(p))
+        return _images(_read_cifar_batch(p, limits), str(p))
     raise DataError(
         f"{p}: unknown format (not MNIST IDX, .npz, .npy, PNG or a CIFAR-10 python batch)"
     )
 
 
-def _load_folder(p: Path, split: str) -> np.ndarray:
+def _load_folder(p: Path, split: str, limits: _Limits) -> np.ndarray:
     idx_files = {s: _find_mnist_file(p, prefix) for s, prefix in _MNIST_PREFIX.items()}
     if any(idx_files.values()):
         available = [s for s in SPLITS if idx_files.get(s)]
         _check_available(p, split, available)
-        return _read_idx(idx_files[split])
+        return _read_idx(idx_files[split], limits)
 
     cifar_dir = p if _has_cifar_batches(p) else p / _CIFAR_SUBFOLDER
     if _has_cifar_batches(cifar_dir):
-        return _read_cifar_folder(cifar_dir, split)
+        return _read_cifar_folder(cifar_dir, split, limits)
 
     pngs = sorted(
         (f for f in p.iterdir() if f.suffix.lower() == ".png" and f.is_file()),
         key=lambda f: f.name,
     )
     if pngs:
-        return _read_pngs(pngs)
+        return _read_pngs(pngs, limits)
     raise DataError(
         f"{p}: folder holds no MNIST IDX image files, CIFAR-10 python batches or PNG files"
     )
@@ -233,43 +308,84 @@ def _find_mnist_file(folder: Path, prefix: str) -> Path | None:
     return None
 
 
-def _read_idx(p: Path) -> np.ndarray:
-    """Read an IDX image file (magic 2051, uint8, N x H x W), gzip-compressed or not."""
-    with open(p, "rb") as f:
-        compressed = f.read(2) == _GZIP_MAGIC
-    if compressed:
+_READ_PIECE = 1 << 20
+
+
+def _read_into(f: BinaryIO, out: np.ndarray) -> int:
+    """Fill ``out`` (C-contiguous, one byte per element) from ``f`` in pieces of at most
+    1 MiB; returns the bytes read (fewer at the end of the stream). Nothing is read past
+    ``out``, so a compressed stream is decompressed no further than the caller allows."""
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    got = 0
+    while got < len(view):
+        n = f.readinto(view[got : got + _READ_PIECE])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _read_idx(p: Path, limits: _Limits) -> np.ndarray:
+    """Read an IDX image file (magic 2051, uint8, N x H x W), gzip-compressed or not.
+
+    The 16-byte header is read first and its dimensions checked (against the file's size
+    when it is not compressed, and against the limits) before the pixels are read; a gzip
+    stream is decompressed only as far as the header says, plus a small probe for bytes
+    after it."""
+    with open(p, "rb") as raw:
+        compressed = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
+        size = os.fstat(raw.fileno()).st_size
         try:
-            with gzip.open(p, "rb") as f:
-                data = f.read()
+            stream = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else nullcontext(raw)
+            with stream as f:
+                n, h, w = _idx_header(p, f.read(16))
+                if not compressed:
+                    _check_idx_size(p, n, h, w, size)
+                limits.check(p, n, h, w)
+                images = np.empty((n, h, w), np.uint8)  # pages are taken only as they are read
+                got = _read_into(f, images)
+                if got < images.size:
+                    _check_idx_size(p, n, h, w, 16 + got)
+                extra = f.read(_READ_PIECE) if compressed else b""
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise DataError(f"{p}: truncated or corrupt gzip data ({exc})") from exc
-    else:
-        data = p.read_bytes()
+    if extra:
+        many = "more than " if len(extra) == _READ_PIECE else ""
+        raise DataError(
+            f"{p}: {many}{len(extra)} unexpected bytes after the {n}x{h}x{w} IDX images"
+        )
+    return _images(images, str(p))
 
-    if len(data) < 4:
-        raise DataError(f"{p}: truncated IDX file ({len(data)} bytes, no complete header)")
-    (magic,) = struct.unpack(">I", data[:4])
+
+def _idx_header(p: Path, head: bytes) -> tuple[int, int, int]:
+    """(N, H, W) from the first 16 bytes of an IDX image file."""
+    if len(head) < 4:
+        raise DataError(f"{p}: truncated IDX file ({len(head)} bytes, no complete header)")
+    (magic,) = struct.unpack(">I", head[:4])
     if magic != _IDX_IMAGES:
         if magic == _IDX_LABELS:
             raise DataError(f"{p}: an IDX label file (magic 2049), not images (magic 2051)")
-        what = "IDX magic" if _looks_like_idx(data[:4]) else "not an IDX file: magic"
+        what = "IDX magic" if _looks_like_idx(head[:4]) else "not an IDX file: magic"
         raise DataError(f"{p}: {what} {magic}, expected {_IDX_IMAGES} (uint8 images)")
-    if len(data) < 16:
-        raise DataError(f"{p}: truncated IDX header ({len(data)} of 16 bytes)")
-    n, h, w = struct.unpack(">3I", data[4:16])
+    if len(head) < 16:
+        raise DataError(f"{p}: truncated IDX header ({len(head)} of 16 bytes)")
+    n, h, w = struct.unpack(">3I", head[4:16])
     if n == 0 or h == 0 or w == 0:
         raise DataError(f"{p}: IDX dimensions {n}x{h}x{w} hold no pixels")
+    return n, h, w
+
+
+def _check_idx_size(p: Path, n: int, h: int, w: int, size: int) -> None:
+    """The IDX data must be exactly the 16-byte header and N·H·W pixels."""
     expected = 16 + n * h * w
-    if len(data) < expected:
+    if size < expected:
         raise DataError(
             f"{p}: truncated IDX data: header says {n}x{h}x{w} ({expected} bytes), "
-            f"file has {len(data)} bytes"
+            f"file has {size} bytes"
         )
-    if len(data) > expected:
-        raise DataError(
-            f"{p}: {len(data) - expected} unexpected bytes after the {n}x{h}x{w} IDX images"
-        )
-    return _images(np.frombuffer(data, np.uint8, offset=16).reshape(n, h, w), str(p))
+    if size > expected:
+        raise DataError(f"{p}: {size - expected} unexpected bytes after the {n}x{h}x{w} IDX images")
 
 
 # --------------------------------------------------------------------------------------
@@ -280,15 +396,22 @@ def _read_idx(p: Path) -> np.ndarray:
 _BINARY_SIDE = 28
 
 
-def _read_npz(p: Path, split: str) -> np.ndarray:
+def _npz_members(zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """The arrays of an .npz by key (member name without ``.npy``, as `np.load` names them)."""
+    return {info.filename.removesuffix(".npy"): info for info in zf.infolist() if not info.is_dir()}
+
+
+def _open_npz(p: Path) -> zipfile.ZipFile:
     try:
-        npz = np.load(p, allow_pickle=False)
+        return zipfile.ZipFile(p)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{p}: corrupt or unreadable .npz ({exc})") from exc
-    if not isinstance(npz, np.lib.npyio.NpzFile):  # pragma: no cover - np.load sniffs "PK"
-        raise DataError(f"{p}: not an .npz archive")
-    with npz:
-        keys = set(npz.files)
+
+
+def _read_npz(p: Path, split: str, limits: _Limits) -> np.ndarray:
+    with _open_npz(p) as zf:
+        members = _npz_members(zf)
+        keys = set(members)
         if any(f"x_{s}" in keys for s in SPLITS):
             binary, key_of = False, {s: f"x_{s}" for s in SPLITS}
         elif any(s in keys for s in SPLITS):
@@ -303,13 +426,162 @@ def _read_npz(p: Path, split: str) -> np.ndarray:
         _check_available(p, split, available)
         key = key_of[split]
         where = f"{p}[{key!r}]"
-        try:
-            arr = npz[key]
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-            raise DataError(f"{where}: corrupt or unreadable array ({exc})") from exc
+        arr = _read_npz_member(zf, members[key], where, binary, limits)
     if binary:
         return _binary_images(arr, where)
     return _images(arr, where)
+
+
+def npz_keys(path: str | Path) -> list[str]:
+    """The names of the arrays in an .npz file, from its zip directory (nothing is
+    decompressed), in archive order; as `np.load(path).files` names them.
+
+    Raises:
+        DataError: not a readable zip archive.
+    """
+    p = Path(path)
+    try:
+        with _open_npz(p) as zf:
+            return list(_npz_members(zf))
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read: {exc}") from exc
+
+
+def read_npz_images(
+    path: str | Path, key: str, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """One array of an .npz file as images, bounded: its ``.npy`` header is read first and
+    checked (uint8 or bool, ``(N, H, W)`` or ``(N, H, W, 3)``, at most ``max_pixels``
+    pixels an image and `bbcodec.plan.MAX_DATASET_PIXELS_FACTOR` × ``max_pixels`` in
+    all, no more than the archive says the member holds), then its data is decompressed
+    in bounded pieces, never past what the header claims.
+
+    Returns:
+        uint8 array, C-contiguous and writeable (bool arrays become 0/1).
+
+    Raises:
+        DataError: a missing key, or an array that is corrupt or not images.
+        SizeLimitError: (a `DataError`) an image or the array over the limits.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     np.savez(f"{d}/a.npz", digits=np.zeros((5, 28, 28), np.uint8))
+        ...     keys = npz_keys(f"{d}/a.npz")
+        ...     x = read_npz_images(f"{d}/a.npz", keys[0])
+        >>> keys, x.shape
+        (['digits'], (5, 28, 28))
+    """
+    p = Path(path)
+    limits = _Limits(max_pixels)
+    where = f"{p}[{key!r}]"
+    try:
+        with _open_npz(p) as zf:
+            members = _npz_members(zf)
+            if key not in members:
+                found = ", ".join(members) or "none"
+                raise DataError(f"{p}: no array {key!r} in the .npz; found: {found}")
+            arr = _read_npz_member(zf, members[key], where, False, limits)
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read: {exc}") from exc
+    return _images(arr, where)
+
+
+def _read_npz_member(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, binary: bool, limits: _Limits
+) -> np.ndarray:
+    """One member's array, its header checked (`_check_claim`) before its data is read."""
+    try:
+        with zf.open(info) as f:
+            shape, fortran, dtype, header_bytes = _npy_header(f, where)
+            n, h, w = _check_claim(where, shape, dtype, binary)
+            nbytes = math.prod(shape) * dtype.itemsize
+            if info.file_size < header_bytes + nbytes:
+                raise DataError(
+                    f"{where}: corrupt or unreadable array (its header claims {shape} {dtype}, "
+                    f"{header_bytes + nbytes:,} bytes with the header; the archive says the "
+                    f"member holds {info.file_size:,})"
+                )
+            limits.check(where, n, h, w)
+            arr = _read_array(f, shape, fortran, dtype, where)
+            f.read(_READ_PIECE)  # on to the member's end, where zipfile checks its CRC
+    except DataError:
+        raise
+    except (
+        OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+        RuntimeError,
+    ) as exc:  # fmt: skip
+        raise DataError(f"{where}: corrupt or unreadable array ({exc})") from exc
+    return arr
+
+
+class _Counted:
+    """Reads from a stream, counting the bytes (how long a ``.npy`` header was)."""
+
+    def __init__(self, f: BinaryIO):
+        self.f, self.n = f, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.f.read(size)
+        self.n += len(data)
+        return data
+
+
+def _npy_header(f: BinaryIO, where: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, Fortran order, dtype, header bytes) of the ``.npy`` header at ``f``; no
+    data is read (numpy's header reader refuses headers over 10 kB)."""
+    fmt = np.lib.format
+    counted = _Counted(f)
+    try:
+        version = fmt.read_magic(counted)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(counted)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(counted)
+        else:
+            raise ValueError(f"format version {version[0]}.{version[1]} is not supported")
+    except (OSError, ValueError, EOFError, SyntaxError, TypeError) as exc:
+        raise DataError(f"{where}: corrupt or unreadable .npy ({exc})") from exc
+    return tuple(int(d) for d in shape), bool(fortran), np.dtype(dtype), counted.n
+
+
+def _check_claim(
+    where: str, shape: tuple[int, ...], dtype: np.dtype, binary: bool
+) -> tuple[int, int, int]:
+    """What a ``.npy`` header claims must be images: their (N, H, W) (nothing read yet)."""
+    if dtype.hasobject:
+        raise DataError(
+            f"{where}: corrupt or unreadable .npy (it holds Python objects, which would need "
+            "unpickling; refused)"
+        )
+    if dtype not in (np.uint8, np.bool_):
+        expected = "binarized MNIST must be uint8 0/1" if binary else "expected uint8 pixel values"
+        raise DataError(f"{where}: dtype {dtype}; {expected}")
+    if binary and len(shape) == 2 and shape[1] == _BINARY_SIDE * _BINARY_SIDE:
+        n, h, w = shape[0], _BINARY_SIDE, _BINARY_SIDE
+    elif binary and len(shape) != 3:
+        raise DataError(f"{where}: shape {shape}; expected (N, 28, 28) or (N, 784)")
+    elif not (len(shape) == 3 or (len(shape) == 4 and shape[-1] == 3)):
+        raise DataError(f"{where}: shape {shape}; expected (N, H, W) or (N, H, W, 3)")
+    else:
+        n, h, w = shape[:3]
+    if n * h * w == 0:
+        raise DataError(f"{where}: holds no pixels (shape {shape})")
+    return n, h, w
+
+
+def _read_array(
+    f: BinaryIO, shape: tuple[int, ...], fortran: bool, dtype: np.dtype, where: str
+) -> np.ndarray:
+    """The data after a ``.npy`` header (one byte per element), read in bounded pieces."""
+    out = np.empty(math.prod(shape), dtype)  # pages are taken only as they are read
+    got = _read_into(f, out)
+    if got < out.size:
+        raise DataError(
+            f"{where}: corrupt or unreadable .npy (truncated: {got:,} of the {out.size:,} "
+            "bytes of data its header claims)"
+        )
+    return out.reshape(shape, order="F" if fortran else "C")
 
 
 def _binary_images(arr: np.ndarray, where: str) -> np.ndarray:
@@ -329,12 +601,21 @@ def _binary_images(arr: np.ndarray, where: str) -> np.ndarray:
     return arr
 
 
-def _read_npy(p: Path) -> np.ndarray:
-    try:
-        arr = np.load(p, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{p}: corrupt or unreadable .npy ({exc})") from exc
-    return _images(arr, str(p))
+def _read_npy(p: Path, limits: _Limits) -> np.ndarray:
+    where = str(p)
+    with open(p, "rb") as f:
+        shape, fortran, dtype, header_bytes = _npy_header(f, where)
+        n, h, w = _check_claim(where, shape, dtype, False)
+        held = os.fstat(f.fileno()).st_size - header_bytes
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes > held:
+            raise DataError(
+                f"{where}: corrupt or unreadable .npy (truncated: its header claims {shape} "
+                f"{dtype}, {nbytes:,} bytes of data; the file holds {held:,})"
+            )
+        limits.check(where, n, h, w)
+        arr = _read_array(f, shape, fortran, dtype, where)
+    return _images(arr, where)
 
 
 # --------------------------------------------------------------------------------------
@@ -380,8 +661,12 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
             ) from None
 
 
-def _read_cifar_batch(p: Path) -> np.ndarray:
-    """One CIFAR-10 batch: dict with b"data" uint8 (N, 3072) rows, CHW -> (N, 32, 32, 3)."""
+def _read_cifar_batch(p: Path, limits: _Limits) -> np.ndarray:
+    """One CIFAR-10 batch: dict with b"data" uint8 (N, 3072) rows, CHW -> (N, 32, 32, 3).
+
+    A pickle holds its pixels uncompressed, so the file's size bounds what it can hold: a
+    file larger than the limits allow is refused before it is unpickled."""
+    limits.check(p, os.path.getsize(p) // (3 * 32 * 32), 32, 32, count=False)
     try:
         with open(p, "rb") as f:
             batch = _ArrayOnlyUnpickler(f, encoding="bytes").load()
@@ -400,6 +685,7 @@ def _read_cifar_batch(p: Path) -> np.ndarray:
         )
     if data.shape[0] == 0:
         raise DataError(f"{p}: CIFAR-10 batch holds no images")
+    limits.check(p, data.shape[0], 32, 32)
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
 
 
@@ -407,7 +693,7 @@ def _has_cifar_batches(folder: Path) -> bool:
     return folder.is_dir() and any((folder / n).is_file() for n in (*_CIFAR_TRAIN, _CIFAR_TEST))
 
 
-def _read_cifar_folder(folder: Path, split: str) -> np.ndarray:
+def _read_cifar_folder(folder: Path, split: str, limits: _Limits) -> np.ndarray:
     names = {"train": _CIFAR_TRAIN, "test": (_CIFAR_TEST,)}
     available = [s for s in SPLITS if s in names and any((folder / n).is_file() for n in names[s])]
     _check_available(folder, split, available)
@@ -417,7 +703,7 @@ def _read_cifar_folder(folder: Path, split: str) -> np.ndarray:
             raise DataError(
                 f"{f}: missing; the CIFAR-10 {split} split needs {', '.join(names[split])}"
             )
-    batches = [_read_cifar_batch(f) for f in files]
+    batches = [_read_cifar_batch(f, limits) for f in files]
     out = np.empty((sum(len(b) for b in batches), 32, 32, 3), np.uint8)
     start = 0
     for b in batches:
@@ -436,19 +722,19 @@ _PNG_ERRORS = (
     EOFError,
     zlib.error,
     struct.error,
-    Image.DecompressionBombError,
 )
 
 
-def _png_header(f: Path) -> tuple[int, int]:
-    """(bit depth, colour type) from the IHDR chunk, which must come first."""
+def _png_header(f: Path) -> tuple[int, int, int, int]:
+    """(width, height, bit depth, colour type) from the IHDR chunk, which must come first."""
     with open(f, "rb") as fh:
         head = fh.read(26)
     if not head.startswith(_PNG_MAGIC):
         raise DataError(f"{f}: not a PNG file")
     if len(head) < 26 or head[12:16] != b"IHDR":
         raise DataError(f"{f}: corrupt PNG (no IHDR header)")
-    return head[24], head[25]
+    width, height = struct.unpack(">II", head[16:24])
+    return width, height, head[24], head[25]
 
 
 def _png_pixels(f: Path, img: Image.Image) -> tuple[np.ndarray, str]:
@@ -484,21 +770,36 @@ def _png_pixels(f: Path, img: Image.Image) -> tuple[np.ndarray, str]:
     return rgb, "rgb"
 
 
-def read_png(f: Path) -> tuple[np.ndarray, str]:
+def read_png(f: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
     """One PNG, losslessly, as (H, W) or (H, W, 3) uint8 and its kind (binary/grey/rgb).
 
     Palette images become grey or RGB; 16-bit images whose values are all 8-bit values
     ×257 become 8-bit; an alpha channel must be fully opaque; animated PNGs are refused.
-    Anything else that cannot be coded exactly is a `DataError` naming the problem.
+    Anything else that cannot be coded exactly is a `DataError` naming the problem. An
+    image of more than ``max_pixels`` pixels (H × W, read from the IHDR header before
+    anything is decoded; ``None``: no limit) is a `SizeLimitError`.
     """
-    depth, _ = _png_header(f)
+    return _read_png(Path(f), _Limits(max_pixels))
+
+
+def _read_png(f: Path, limits: _Limits) -> tuple[np.ndarray, str]:
+    width, height, depth, _ = _png_header(f)
+    limits.check(f, 1, height, width)
     try:
-        if depth == 16:
-            return _png16_pixels(f)
-        with Image.open(f) as img:
-            return _png_pixels(f, img)
+        # The size was checked above: Pillow's own guard must not print its warning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if depth == 16:
+                return _png16_pixels(f)
+            with Image.open(f) as img:
+                return _png_pixels(f, img)
     except DataError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise SizeLimitError(
+            f"{f}: Pillow refuses a {width}×{height} image ({width * height:,} pixels) as a "
+            f"possible decompression bomb: {exc}"
+        ) from None
     except _PNG_ERRORS as exc:
         raise DataError(f"{f}: corrupt or unreadable PNG ({exc})") from exc
 
@@ -533,9 +834,9 @@ def _png16_pixels(f: Path) -> tuple[np.ndarray, str]:
     return (wide // 257).astype(np.uint8), ("rgb" if wide.ndim == 3 else "grey")
 
 
-def _read_pngs(files: list[Path]) -> np.ndarray:
+def _read_pngs(files: list[Path], limits: _Limits) -> np.ndarray:
     """Stack PNG files (all the same size and kind) into one array, in the given order."""
-    runs = _png_runs(files)
+    runs = _png_runs(files, limits)
     if len(runs) > 1:
         bad = files[len(runs[0])]
         raise DataError(
@@ -545,12 +846,12 @@ def _read_pngs(files: list[Path]) -> np.ndarray:
     return runs[0]
 
 
-def _png_runs(files: list[Path]) -> list[np.ndarray]:
+def _png_runs(files: list[Path], limits: _Limits) -> list[np.ndarray]:
     """PNG files as runs of consecutive same-size images, each (n, H, W[, 3]); one kind."""
     runs: list[list[np.ndarray]] = []
     first_kind = ""
     for f in files:
-        pixels, kind = read_png(f)
+        pixels, kind = _read_png(f, limits)
         if not first_kind:
             first_kind = kind
         elif kind != first_kind:
@@ -565,18 +866,23 @@ def _png_runs(files: list[Path]) -> list[np.ndarray]:
     return [np.stack(run) for run in runs]
 
 
-def load_image_runs(path: str | Path, split: str = "test") -> list[np.ndarray]:
-    """Like `load_images`, but PNGs may differ in size: runs of consecutive same-size
-    images, each (n, H, W[, 3]) uint8, in file-name order."""
+def load_image_runs(
+    path: str | Path, split: str = "test", max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> list[np.ndarray]:
+    """Like `load_images` (``max_pixels`` too), but PNGs may differ in size: runs of
+    consecutive same-size images, each (n, H, W[, 3]) uint8, in file-name order."""
+    if not isinstance(split, str) or split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    limits = _Limits(max_pixels)
     p = Path(path)
     if p.is_file() and p.suffix.lower() == ".png":
-        return _png_runs([p])
+        return _png_runs([p], limits)
     if p.is_dir() and not any(_find_mnist_file(p, x) for x in _MNIST_PREFIX.values()):
         cifar = _has_cifar_batches(p) or _has_cifar_batches(p / _CIFAR_SUBFOLDER)
         pngs = sorted(f for f in p.iterdir() if f.suffix.lower() == ".png" and f.is_file())
         if pngs and not cifar:
             try:
-                return _png_runs(pngs)
+                return _png_runs(pngs, limits)
             except OSError as exc:
                 raise DataError(f"{p}: cannot read: {exc}") from exc
-    return [load_images(p, split)]
+    return [_load_images(p, split, limits)]

@@ -3,7 +3,9 @@
 A run lives in one folder:
 
 - ``checkpoint.pt`` — model, optimiser, progress and RNG state, rewritten atomically every
-  few minutes; a run started again on the same folder resumes from it;
+  few minutes; a run started again on the same folder resumes from it. It holds tensors and
+  plain Python values only and is read with ``torch.load(weights_only=True)``
+  (`load_checkpoint`), so a crafted file cannot run code: it is a `WeightsError`;
 - ``log.jsonl`` — one JSON line per log interval: step, epoch, images seen, wall seconds,
   training loss (bits/dim) and, every validation interval, validation −ELBO (bits/dim);
 - ``model.safetensors`` — the final weights with the config in the metadata (`export`).
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -25,13 +28,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bbcodec.errors import UsageError
+from bbcodec.errors import UsageError, WeightsError
 from bbcodec.models.grow import grow_into
 from bbcodec.models.presets import Recipe
 from bbcodec.models.vae import LatentVariableModel, ModelConfig, nats_to_bpd
 from bbcodec.models.weights import save_weights
 
 CHECKPOINT = "checkpoint.pt"
+#: What `train` writes into a checkpoint (and `load_checkpoint` requires).
+CHECKPOINT_KEYS = ("config", "model", "optimizer", "state", "numpy_rng", "torch_rng")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _append_log(run_dir: Path, entry: dict) -> None:
@@ -43,6 +49,65 @@ def _save_atomic(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def _load_reason(exc: BaseException) -> str:
+    """One line out of torch.load's error (its weights-only refusal is a page of advice)."""
+    text = _ANSI.sub("", str(exc))
+    text = text.split("WeightsUnpickler error:", 1)[-1]
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    line = line.split(". Please", 1)[0].rstrip(".")
+    line = line if len(line) <= 160 else line[:157] + "..."
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+def _bad_checkpoint(path: Path, reason: str) -> WeightsError:
+    return WeightsError(f"{path}: not a bbcodec checkpoint or unsafe to load ({reason})")
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a run's checkpoint safely, on the CPU: ``torch.load(weights_only=True)`` builds
+    tensors and plain Python values only, never arbitrary objects, so a crafted file cannot
+    run code. The result has `CHECKPOINT_KEYS` and a config that parses.
+
+    Raises:
+        WeightsError: "…: not a bbcodec checkpoint or unsafe to load (…)" for anything
+            else: a file that is not a torch checkpoint, holds other objects (a pickle
+            that would call functions), or lacks what `train` writes.
+    """
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 — whatever a hostile or damaged file raises
+        raise _bad_checkpoint(path, _load_reason(exc)) from None
+    if not isinstance(ckpt, dict):
+        raise _bad_checkpoint(path, f"holds a {type(ckpt).__name__}, not a dict")
+    missing = [key for key in CHECKPOINT_KEYS if key not in ckpt]
+    if missing:
+        raise _bad_checkpoint(path, f"no {', '.join(missing)}")
+    state = ckpt["state"]
+    numbers = ("step", "images", "seconds")
+    if not isinstance(state, dict) or not all(
+        isinstance(state.get(key), (int, float)) and not isinstance(state.get(key), bool)
+        for key in numbers
+    ):
+        raise _bad_checkpoint(path, "its state lacks step, images or seconds")
+    if not isinstance(ckpt["model"], dict) or not isinstance(ckpt["torch_rng"], torch.Tensor):
+        raise _bad_checkpoint(path, "no model weights or torch RNG state")
+    try:
+        ckpt["config"] = ModelConfig.from_json(ckpt["config"])
+    except Exception as exc:  # noqa: BLE001 — json, key, type or value errors of a bad config
+        raise _bad_checkpoint(path, f"bad model config: {type(exc).__name__}: {exc}") from None
+    return ckpt
+
+
+def _restore(path: Path, what: str, restore) -> None:
+    """``restore()``, with a mismatching or malformed part of a checkpoint a `WeightsError`."""
+    try:
+        restore()
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        reason = f"its {what} does not fit: {type(exc).__name__}: {exc}".splitlines()[0]
+        raise _bad_checkpoint(path, reason[:200]) from None
 
 
 @torch.no_grad()
@@ -92,16 +157,18 @@ def train(
     ckpt_path = run_dir / CHECKPOINT
     rng = np.random.default_rng(seed)
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ModelConfig.from_json(ckpt["config"]) != config:
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt["config"] != config:
             raise UsageError(
                 f"{ckpt_path} belongs to a different model config; use another run folder"
             )
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+        _restore(ckpt_path, "model", lambda: model.load_state_dict(ckpt["model"]))
+        _restore(ckpt_path, "optimizer", lambda: opt.load_state_dict(ckpt["optimizer"]))
+        _restore(
+            ckpt_path, "numpy RNG", lambda: setattr(rng.bit_generator, "state", ckpt["numpy_rng"])
+        )
+        _restore(ckpt_path, "torch RNG", lambda: torch.set_rng_state(ckpt["torch_rng"]))
         state = ckpt["state"]
-        rng.bit_generator.state = ckpt["numpy_rng"]
-        torch.set_rng_state(ckpt["torch_rng"])
         print(
             f"resuming {run_dir} at step {state['step']} ({state['seconds'] / 60:.1f} min trained)"
         )
@@ -198,16 +265,21 @@ def weights_from_checkpoint(run_dir: Path, out: Path) -> dict:
 
     The weights' metadata marks them ``interim``. A δ-VAE codes with its auxiliary prior,
     which is fitted only after training: its interim weights cannot be exported.
+
+    Raises:
+        WeightsError: a checkpoint that is not one or is unsafe to load (`load_checkpoint`).
+        UsageError: a δ-VAE run whose auxiliary prior is not fitted yet.
     """
-    ckpt = torch.load(Path(run_dir) / CHECKPOINT, map_location="cpu", weights_only=False)
-    config = ModelConfig.from_json(ckpt["config"])
+    path = Path(run_dir) / CHECKPOINT
+    ckpt = load_checkpoint(path)
+    config = ckpt["config"]
     if config.family == "delta-vae" and ckpt["state"].get("aux_step", 0) == 0:
         raise UsageError(
             f"{run_dir}: a δ-VAE's auxiliary prior is fitted after training; "
             "export it when the run has finished"
         )
     model = LatentVariableModel(config)
-    model.load_state_dict(ckpt["model"])
+    _restore(path, "model", lambda: model.load_state_dict(ckpt["model"]))
     state = ckpt["state"]
     save_weights(
         model.eval(), Path(out),

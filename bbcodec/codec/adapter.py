@@ -37,6 +37,7 @@ from bbcodec.coding import (
     LogisticMixtureRGBParams,
     Message,
     QuantizedGaussian,
+    WindowedQuantizedGaussian,
     all_params_by_steps,
     coder_float64,
 )
@@ -68,11 +69,15 @@ class ModelAdapter:
         model: a `LatentVariableModel` in eval mode.
         grid: the latent grid (Δ a power of two).
         device: torch device the model runs on.
+        window_stds: the posterior's window in standard deviations (``None``: the grid).
     """
 
-    def __init__(self, model, grid: LatentGrid, device: str = "cpu"):
+    def __init__(
+        self, model, grid: LatentGrid, device: str = "cpu", window_stds: float | None = None
+    ):
         self.model = model.to(device).eval()
         self.grid = grid
+        self.window_stds = window_stds
         self.device = device
         config = model.config
         self.kind = config.kind
@@ -85,7 +90,10 @@ class ModelAdapter:
     def posterior(self, images: np.ndarray) -> QuantizedGaussian:
         """Q(z̄|x) for (B, H, W[, 3]) uint8 images; codes (B, D) grid symbols."""
         q = self.model.posterior(torch.from_numpy(np.ascontiguousarray(images)).to(self.device))
-        return QuantizedGaussian(_to_numpy(q.mean), _to_numpy(q.std), self.grid)
+        mean, std = _to_numpy(q.mean), _to_numpy(q.std)
+        if self.window_stds is None:
+            return QuantizedGaussian(mean, std, self.grid)
+        return WindowedQuantizedGaussian(mean, std, self.grid, self.window_stds)
 
     def prior(self, batch: int) -> Relayout:
         """P(z̄) for a batch; codes (B, D) grid symbols, dimension by dimension."""

@@ -143,7 +143,9 @@ class ImageCodec:
 
     def __init__(self, model, settings: CodingSettings):
         self.settings = settings
-        self.adapter = ModelAdapter(model, settings.grid, settings.device)
+        self.adapter = ModelAdapter(
+            model, settings.grid, settings.device, settings.posterior_window_stds
+        )
         self.image_shape = self.adapter.image_shape
         self._batched = BatchedLayout(self.adapter, settings.max_batch)
 

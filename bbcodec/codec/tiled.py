@@ -31,6 +31,8 @@ constriction the same floats.
 from __future__ import annotations
 
 import dataclasses
+import math
+import mmap
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -102,10 +104,28 @@ class TiledImage:
         self.plan = TilePlan(shape[0], shape[1], tile_h, tile_w, decoder.local.half_width + 1)
         self.tiles = tile_boxes(shape[0], shape[1], tile_h, tile_w)
         self.starts, self.ends = self.plan.tiles_by_step()
-        model = adapter.model
-        features = torch.zeros(1, shape[0], shape[1], model.config.channels)
-        self.stepper = model.decoder.stepper(features.to(adapter.device))
+        self.stepper = adapter.model.decoder.stepper(self._zero_features(adapter, shape))
         self.latents = np.zeros((len(self.tiles), adapter.latent_dim), dtype=np.int32)
+
+    @staticmethod
+    def _zero_features(adapter: ModelAdapter, shape: tuple[int, ...]) -> torch.Tensor:
+        """The (1, H, W, C) float32 feature map, zero, allocated lazily on the CPU.
+
+        It is the largest per-pixel state of a tiled image (4·C bytes a pixel, 384 for
+        vlae-cifar10), and a tile's region is written only when the tile's latent is known.
+        An anonymous memory map is zero pages that take no memory until written, in 4 KiB
+        pages (no transparent huge pages: a 2 MiB page would make one written tile row
+        resident across the whole width), so a decoder holds only the tiles reached so far:
+        a short stream whose header claims a large image runs out of bits (a typed error)
+        having touched a few tiles, not the whole map. `torch.zeros` would write it all.
+        """
+        dims = (1, shape[0], shape[1], adapter.model.config.channels)
+        if torch.device(adapter.device).type != "cpu":
+            return torch.zeros(dims, device=adapter.device)
+        pages = mmap.mmap(-1, 4 * math.prod(dims))
+        if hasattr(mmap, "MADV_NOHUGEPAGE"):
+            pages.madvise(mmap.MADV_NOHUGEPAGE)
+        return torch.from_numpy(np.frombuffer(pages, dtype=np.float32).reshape(dims))
 
     # ----- pieces shared by both directions --------------------------------------------
     def _tile_pixels(self, image: np.ndarray, tiles: list[int]) -> np.ndarray:

@@ -30,6 +30,11 @@ The pool::
 - **Ctrl-C is the parent's**: workers start with SIGINT blocked and then ignore it, so
   one Ctrl-C gives one ``KeyboardInterrupt`` (in the parent), which stops the workers.
   Workers also exit on their own if the parent process disappears.
+- **The main module**: a spawned worker imports the caller's main module before it runs
+  anything. A script that calls bbcodec outside ``if __name__ == "__main__":`` would run
+  that call again in each worker; there `ChunkPool` exits the worker quietly with
+  `UNGUARDED_MAIN_EXIT`, and the parent turns the broken pool into one `UsageError`
+  (`UNGUARDED_MAIN`) instead of multiprocessing's traceback in every worker.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import copy
+import multiprocessing
 import os
 import signal
 import threading
@@ -62,6 +68,15 @@ IN_FLIGHT_PER_WORKER = 2
 _POLL_SECONDS = 0.05
 #: Seconds to wait for terminated workers and the pool's manager thread.
 _JOIN_SECONDS = 10.0
+#: Name prefix of the worker processes (how a starting worker knows it is one).
+_WORKER_NAME = "bbcodec-worker"
+#: Exit status of a worker whose import of the main module tried to start workers itself.
+UNGUARDED_MAIN_EXIT = 86
+#: The error for a script that starts workers without the ``__main__`` guard.
+UNGUARDED_MAIN = (
+    "workers>1 start new Python processes that import your main module: put the code that "
+    'calls bbcodec under `if __name__ == "__main__":` (see the README)'
+)
 
 
 # ----- the jobs (the same functions in-process and in a worker) ---------------------------
@@ -118,7 +133,12 @@ def _run_job(job: Callable, args: tuple) -> Any:
 class _QuietProcess(mp_context.SpawnProcess):
     """A spawned process that starts with SIGINT blocked (it inherits the mask), so Ctrl-C
     during its start-up (importing torch) cannot interrupt it; `_init_worker` then ignores
-    SIGINT for good."""
+    SIGINT for good. Named ``bbcodec-worker-N``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if kwargs.get("name") is None:
+            self.name = f"{_WORKER_NAME}-{':'.join(str(i) for i in self._identity)}"
 
     def start(self) -> None:
         if not hasattr(signal, "pthread_sigmask"):
@@ -154,6 +174,7 @@ class ChunkPool:
     def __init__(self, model, settings: CodingSettings, workers: int):
         if workers < 1:
             raise UsageError(f"workers must be at least 1, got {workers}")
+        _check_not_starting_up()
         if any(t.device.type != "cpu" for t in model.state_dict().values()):
             model = copy.deepcopy(model).cpu()  # workers get CPU tensors; the caller's stay
         context = _QuietSpawnContext()
@@ -203,10 +224,20 @@ class ChunkPool:
         self._drain(progress)  # every count the job reported is in the queue by now
         try:
             return future.result()
-        except concurrent.futures.process.BrokenProcessPool as exc:
-            raise RuntimeError(
-                "a coding worker process died unexpectedly (out of memory?)"
-            ) from exc
+        except concurrent.futures.process.BrokenProcessPool:
+            self._raise_broken()
+
+    def _raise_broken(self) -> None:
+        """Why the pool broke: a worker that found the main module unguarded, or another
+        death (killed, out of memory)."""
+        executor = self._executor
+        manager = getattr(executor, "_executor_manager_thread", None)
+        if manager is not None:  # it joins the dead workers, so their exit codes are known
+            manager.join(_JOIN_SECONDS)
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        if any(process.exitcode == UNGUARDED_MAIN_EXIT for process in processes):
+            raise UsageError(UNGUARDED_MAIN) from None
+        raise RuntimeError("a coding worker process died unexpectedly (out of memory?)")
 
     def map(self, job: Callable, tasks: Iterable[tuple], progress: Progress = None) -> Iterator:
         """``job(codec, *task, progress)`` for each task, run in the workers; results in order.
@@ -230,10 +261,25 @@ class ChunkPool:
                     pending.append(failed)
                     more = False
                     break
-                pending.append(self._executor.submit(_run_job, job, args))
+                try:
+                    pending.append(self._executor.submit(_run_job, job, args))
+                except concurrent.futures.process.BrokenProcessPool:
+                    self._raise_broken()
             if not pending:
                 return
             yield self._result(pending.popleft(), progress)
+
+
+def _check_not_starting_up() -> None:
+    """Refuse to start workers from a process that is itself still starting: one whose
+    import of the main module (a script without the ``__main__`` guard) reached bbcodec.
+    One of our own workers exits quietly (the parent explains); any other spawned process
+    gets the error."""
+    process = multiprocessing.current_process()
+    if getattr(process, "_inheriting", False):
+        if process.name.startswith(_WORKER_NAME):
+            raise SystemExit(UNGUARDED_MAIN_EXIT)
+        raise UsageError(UNGUARDED_MAIN)
 
 
 def code_chunks(

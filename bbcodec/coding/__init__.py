@@ -27,6 +27,7 @@ from bbcodec.coding.leaves import (
     LatentGrid,
     QuantizedGaussian,
     Uniform,
+    WindowedQuantizedGaussian,
 )
 from bbcodec.coding.logistic import (
     DiscretizedLogisticMixture,
@@ -71,6 +72,7 @@ __all__ = [
     "Seed",
     "Serial",
     "Uniform",
+    "WindowedQuantizedGaussian",
     "all_params_by_steps",
     "coder_float64",
     "concat_params",

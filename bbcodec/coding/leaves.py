@@ -30,7 +30,7 @@ import constriction
 import numpy as np
 
 from bbcodec.coding.handover import coder_float64
-from bbcodec.coding.message import Message
+from bbcodec.coding.message import Message, MessageUnderflowError
 from bbcodec.coding.quantization import (
     PROBABILITY_BITS,
     bernoulli_fixed_point,
@@ -298,3 +298,78 @@ class QuantizedGaussian:
             means, stds, coder_symbols(symbols), -self.grid.n_half, self.grid.n_half
         )
         return flat.reshape(np.shape(symbols))
+
+
+@dataclass(frozen=True, eq=False)
+class WindowedQuantizedGaussian(QuantizedGaussian):
+    """A :class:`QuantizedGaussian` coded on a window of the grid around each mean.
+
+    constriction gives every symbol of a model's range at least one unit of probability
+    (out of ``2**24``): over a wide grid that "leak" is a real share of the mass, and a
+    symbol *popped* (sampled) from it lands anywhere on the grid. For a bits-back
+    posterior such a far-off latent costs many bits in the prior and the likelihood. Here
+    each symbol is coded on ``[c - h, c + h]`` only: ``h`` is the smallest power of two at
+    or above ``window_stds · std / Δ`` (so symbols fall into few classes, one constriction
+    call each) and ``c`` the mean's nearest symbol, moved inwards so the window stays on the
+    grid. The Gaussian mass outside the window goes to its outer bins, as the grid's does.
+
+    Attributes:
+        window_stds: half-width of the window in standard deviations (before rounding up).
+    """
+
+    window_stds: float = 4.0
+
+    def _windows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(half widths, centres, means and stds relative to the centres), flat, in symbols."""
+        means, stds = super()._grid_units()
+        exponent = np.frexp(np.maximum(np.ceil(self.window_stds * stds), 1.0))[1]
+        half = np.minimum(np.ldexp(1.0, exponent), self.grid.n_half).astype(np.int64)
+        centre = np.clip(np.rint(means), half - self.grid.n_half, self.grid.n_half - half)
+        return half, centre.astype(np.int64), means - centre, stds
+
+    def _classes(self) -> list[tuple[int, np.ndarray]]:
+        half = self._windows()[0]
+        return [(int(h), np.flatnonzero(half == h)) for h in np.unique(half)]
+
+    def push(self, message: Message, symbols: np.ndarray) -> None:
+        """Pushes int grid symbols shaped like ``means`` (each within its window)."""
+        half, centre, means, stds = self._windows()
+        offsets = np.asarray(symbols, dtype=np.int64).ravel() - centre
+        if np.any(np.abs(offsets) > half):
+            raise ValueError("a latent symbol lies outside its posterior window")
+        for h, index in self._classes():
+            model = _MODEL.QuantizedGaussian(-h, h)
+            message.push(coder_symbols(offsets[index]), model, means[index], stds[index])
+        record_push(message, self, symbols)
+
+    def pop(self, message: Message) -> np.ndarray:
+        """Pops int32 grid symbols shaped like ``means``."""
+        _, centre, means, stds = self._windows()
+        flat = np.empty(centre.shape, dtype=np.int64)
+        done: list[tuple[int, np.ndarray, np.ndarray]] = []
+        for h, index in reversed(self._classes()):
+            model = _MODEL.QuantizedGaussian(-h, h)
+            try:
+                offsets = message.pop(model, means[index], stds[index])
+            except MessageUnderflowError:  # undo the classes popped so far, then give up
+                for h_done, index_done, offsets_done in reversed(done):
+                    model = _MODEL.QuantizedGaussian(-h_done, h_done)
+                    params = means[index_done], stds[index_done]
+                    message.push(offsets_done, model, *params)
+                raise
+            done.append((h, index, offsets))
+            flat[index] = offsets + centre[index]
+        symbols = flat.astype(np.int32).reshape(self.means.shape)
+        record_pop(message, self, symbols)
+        return symbols
+
+    def fixed_point_probabilities(self, symbols: np.ndarray) -> np.ndarray:
+        """int64 probabilities (out of ``2**24``) of ``symbols``, shaped like them."""
+        _, centre, means, stds = self._windows()
+        offsets = np.asarray(symbols, dtype=np.int64).ravel() - centre
+        out = np.empty(offsets.shape, dtype=np.int64)
+        for h, index in self._classes():
+            out[index] = quantized_gaussian_fixed_point(
+                means[index], stds[index], coder_symbols(offsets[index]), -h, h
+            )
+        return out.reshape(np.shape(symbols))

@@ -271,13 +271,25 @@ def test_report_counts_every_byte():
 # ----- the README's example ---------------------------------------------------------------
 
 
-def _readme_python_example() -> str:
+def _readme_python_blocks() -> list[str]:
     text = (REPO / "README.md").read_text(encoding="utf-8")
     section = text.split("## Python API", 1)
     assert len(section) == 2, "README.md has no 'Python API' section"
     blocks = re.findall(r"```python\n(.*?)```", section[1].split("\n## ", 1)[0], re.DOTALL)
     assert blocks, "the README's Python API section has no python code block"
-    return blocks[0]
+    return blocks
+
+
+def _readme_python_example() -> str:
+    return _readme_python_blocks()[0]
+
+
+def test_readme_examples_with_workers_keep_the_main_guard():
+    """Spawned workers import the main module: code passing workers > 1 is guarded."""
+    with_workers = [block for block in _readme_python_blocks() if "workers=" in block]
+    assert with_workers, "the README's Python API section shows no workers= example"
+    for block in with_workers:
+        assert 'if __name__ == "__main__":' in block, block
 
 
 def test_readme_python_example_runs(monkeypatch, tmp_path, capsys):

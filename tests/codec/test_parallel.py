@@ -169,9 +169,9 @@ def test_the_cli_passes_workers_through(monkeypatch, tmp_path, capsys):
         seen.append(("compress", workers, settings.chunk_images, settings.torch_threads))
         return real_compress(out, images, model, settings, progress, workers=1)
 
-    def decompress_from_(f, model, progress, workers):
+    def decompress_from_(f, model, progress, workers, **options):
         seen.append(("decompress", workers))
-        return real_decompress(f, model, progress, workers=1)
+        return real_decompress(f, model, progress, workers=1, **options)
 
     monkeypatch.setattr(api, "compress_to", compress_to_)
     monkeypatch.setattr(api, "decompress_from", decompress_from_)

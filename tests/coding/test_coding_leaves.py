@@ -12,8 +12,10 @@ from bbcodec.coding import (
     DiscretizedLogisticMixtureRGB,
     LatentGrid,
     Message,
+    MessageUnderflowError,
     QuantizedGaussian,
     Uniform,
+    WindowedQuantizedGaussian,
     logistic_mixture_table,
 )
 from bbcodec.coding.testing import check_codec
@@ -88,6 +90,50 @@ def test_quantized_gaussian_round_trip(seed):
     stds = np.exp(rng.uniform(np.log(grid.step / 10), np.log(grid.bound * 3), size=shape))
     symbols = rng.integers(-grid.n_half, grid.n_half + 1, size=shape)
     check_codec(QuantizedGaussian(means, stds, grid), symbols, big_message(rng))
+
+
+def _windowed(rng, shape, grid):
+    means = rng.normal(size=shape) * grid.bound * 1.5  # some far outside the range
+    stds = np.exp(rng.uniform(np.log(grid.step / 10), np.log(grid.bound * 3), size=shape))
+    return WindowedQuantizedGaussian(means, stds, grid, float(rng.uniform(1, 16)))
+
+
+@FAST
+@given(seed=SEEDS)
+def test_windowed_quantized_gaussian_round_trip(seed):
+    rng = np.random.default_rng(seed)
+    shape = shape_of(rng)
+    grid = LatentGrid(step=float(rng.uniform(1e-3, 0.5)), n_half=int(rng.integers(1, 3000)))
+    codec = _windowed(rng, shape, grid)
+    symbols = codec.pop(big_message(rng))  # symbols inside their windows
+    check_codec(codec, symbols, big_message(rng))
+    half, centre, _, _ = codec._windows()
+    assert (np.abs(symbols.ravel() - centre) <= half).all()
+    assert (np.abs(centre) + half <= grid.n_half).all()  # every window on the grid
+    p = codec.fixed_point_probabilities(symbols)
+    assert (p > 0).all() and (p <= 2**24).all()
+
+
+def test_windowed_quantized_gaussian_stays_near_its_mean_and_refuses_far_symbols():
+    grid = LatentGrid(2.0**-8, 32 * 2**8)
+    means, stds = np.array([0.5, -3.0, 31.9]), np.array([0.01, 1.0, 0.5])
+    codec = WindowedQuantizedGaussian(means, stds, grid, 8.0)
+    draws = np.stack([codec.pop(Message.seeded(seed, 8)) for seed in range(300)])
+    values = grid.to_values(draws)
+    assert (np.abs(values - means) <= 16 * stds + grid.step).all()  # ≤ 2 × 8 std (rounded)
+    with pytest.raises(ValueError, match="outside its posterior window"):
+        codec.push(Message.seeded(0, 8), grid.to_symbols(np.array([0.5, 17.0, 31.9])))
+
+
+def test_windowed_quantized_gaussian_pop_that_underflows_leaves_the_message_as_it_was():
+    grid = LatentGrid(2.0**-8, 32 * 2**8)
+    stds = np.array([0.001] * 4 + [5.0] * 200)  # two window classes, the second too big
+    codec = WindowedQuantizedGaussian(np.zeros(204), stds, grid, 8.0)
+    message = Message.seeded(3, 4)
+    before = message.to_words().copy()
+    with pytest.raises(MessageUnderflowError):
+        codec.pop(message)
+    np.testing.assert_array_equal(message.to_words(), before)
 
 
 @FAST
