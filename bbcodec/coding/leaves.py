@@ -319,17 +319,22 @@ class WindowedQuantizedGaussian(QuantizedGaussian):
 
     window_stds: float = 4.0
 
-    def _windows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(half widths, centres, means and stds relative to the centres), flat, in symbols."""
-        means, stds = super()._grid_units()
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        means, stds = self._grid_units()
         exponent = np.frexp(np.maximum(np.ceil(self.window_stds * stds), 1.0))[1]
         half = np.minimum(np.ldexp(1.0, exponent), self.grid.n_half).astype(np.int64)
         centre = np.clip(np.rint(means), half - self.grid.n_half, self.grid.n_half - half)
-        return half, centre.astype(np.int64), means - centre, stds
+        classes = [(int(h), np.flatnonzero(half == h)) for h in np.unique(half)]
+        object.__setattr__(self, "_half", half)  # flat, in symbols
+        object.__setattr__(self, "_centre", centre.astype(np.int64))
+        object.__setattr__(self, "_offset_means", means - centre)  # relative to the centres
+        object.__setattr__(self, "_stds", stds)
+        object.__setattr__(self, "_classes", classes)  # (half width, flat indices), ascending
 
-    def _classes(self) -> list[tuple[int, np.ndarray]]:
-        half = self._windows()[0]
-        return [(int(h), np.flatnonzero(half == h)) for h in np.unique(half)]
+    def _windows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(half widths, centres, means and stds relative to the centres), flat, in symbols."""
+        return self._half, self._centre, self._offset_means, self._stds
 
     def push(self, message: Message, symbols: np.ndarray) -> None:
         """Pushes int grid symbols shaped like ``means`` (each within its window)."""
@@ -337,7 +342,7 @@ class WindowedQuantizedGaussian(QuantizedGaussian):
         offsets = np.asarray(symbols, dtype=np.int64).ravel() - centre
         if np.any(np.abs(offsets) > half):
             raise ValueError("a latent symbol lies outside its posterior window")
-        for h, index in self._classes():
+        for h, index in self._classes:
             model = _MODEL.QuantizedGaussian(-h, h)
             message.push(coder_symbols(offsets[index]), model, means[index], stds[index])
         record_push(message, self, symbols)
@@ -347,7 +352,7 @@ class WindowedQuantizedGaussian(QuantizedGaussian):
         _, centre, means, stds = self._windows()
         flat = np.empty(centre.shape, dtype=np.int64)
         done: list[tuple[int, np.ndarray, np.ndarray]] = []
-        for h, index in reversed(self._classes()):
+        for h, index in reversed(self._classes):
             model = _MODEL.QuantizedGaussian(-h, h)
             try:
                 offsets = message.pop(model, means[index], stds[index])
@@ -368,7 +373,7 @@ class WindowedQuantizedGaussian(QuantizedGaussian):
         _, centre, means, stds = self._windows()
         offsets = np.asarray(symbols, dtype=np.int64).ravel() - centre
         out = np.empty(offsets.shape, dtype=np.int64)
-        for h, index in self._classes():
+        for h, index in self._classes:
             out[index] = quantized_gaussian_fixed_point(
                 means[index], stds[index], coder_symbols(offsets[index]), -h, h
             )

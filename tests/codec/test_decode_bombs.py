@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from paths import REPO
+from paths import REPO, child_script
 from tiny import random_images, random_model, tiny_config
 
 from bbcodec.api import compress, decompress, decompress_from
@@ -42,20 +42,10 @@ from bbcodec.plan import DEFAULT_MAX_PIXELS, MAX_DATASET_PIXELS_FACTOR
 #: Largest peak RSS of the decoding child (torch and the model take ~250 MB of it).
 MAX_PEAK_MB = 500
 
-_CHILD = """
-import json, sys
-from bbcodec.api import decompress, load_model
-path, weights = sys.argv[1], sys.argv[2]
-try:
-    decompress(open(path, "rb").read(), load_model(weights))
-    out = {"error": None, "message": ""}
-except Exception as exc:
-    out = {"error": type(exc).__name__, "message": str(exc)}
-# VmHWM: this process image's own peak (ru_maxrss would carry the parent's over exec)
-status = open("/proc/self/status").read().split("VmHWM:")[1]
-out["peak_mb"] = int(status.split()[0]) / 1024
-print(json.dumps(out))
-"""
+_CHILD = child_script(
+    "from bbcodec.api import decompress, load_model; "
+    'decompress(open(sys.argv[1], "rb").read(), load_model(sys.argv[2]))'
+)
 
 
 def _model():

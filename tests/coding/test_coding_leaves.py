@@ -86,16 +86,20 @@ def test_quantized_gaussian_round_trip(seed):
     rng = np.random.default_rng(seed)
     shape = shape_of(rng)
     grid = LatentGrid(step=float(rng.uniform(1e-3, 0.5)), n_half=int(rng.integers(1, 3000)))
-    means = rng.normal(size=shape) * grid.bound * 1.5  # some far outside the range
-    stds = np.exp(rng.uniform(np.log(grid.step / 10), np.log(grid.bound * 3), size=shape))
+    means, stds = _gaussians(rng, shape, grid)
     symbols = rng.integers(-grid.n_half, grid.n_half + 1, size=shape)
     check_codec(QuantizedGaussian(means, stds, grid), symbols, big_message(rng))
 
 
-def _windowed(rng, shape, grid):
-    means = rng.normal(size=shape) * grid.bound * 1.5  # some far outside the range
+def _gaussians(rng, shape, grid):
+    """(means, stds) of any size next to the grid, some means far outside its range."""
+    means = rng.normal(size=shape) * grid.bound * 1.5
     stds = np.exp(rng.uniform(np.log(grid.step / 10), np.log(grid.bound * 3), size=shape))
-    return WindowedQuantizedGaussian(means, stds, grid, float(rng.uniform(1, 16)))
+    return means, stds
+
+
+def _windowed(rng, shape, grid):
+    return WindowedQuantizedGaussian(*_gaussians(rng, shape, grid), grid, rng.uniform(1, 16))
 
 
 @FAST

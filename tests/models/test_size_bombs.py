@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from paths import REPO
+from paths import REPO, child_script
 from PIL import Image
 
 from bbcodec.errors import DataError, SizeLimitError
@@ -45,20 +45,11 @@ from bbcodec.plan import DEFAULT_MAX_PIXELS, MAX_DATASET_PIXELS_FACTOR
 #: Largest peak RSS of the reading child (Python, numpy and Pillow take ~30 MB of it).
 MAX_PEAK_MB = 500
 
-_CHILD = """
-import json, resource, sys
-resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # a regression fails, not swaps
-from bbcodec.models.data import load_images
-try:
-    load_images(sys.argv[1], sys.argv[2])
-    out = {"error": None, "message": ""}
-except Exception as exc:
-    out = {"error": type(exc).__name__, "message": str(exc)}
-# VmHWM: this process image's own peak (ru_maxrss would carry the parent's over exec)
-status = open("/proc/self/status").read().split("VmHWM:")[1]
-out["peak_mb"] = int(status.split()[0]) / 1024
-print(json.dumps(out))
-"""
+#: Address space capped at 2 GiB, so a regression fails rather than swaps.
+_CHILD = child_script(
+    "import resource; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30)); "
+    "from bbcodec.models.data import load_images; load_images(sys.argv[1], sys.argv[2])"
+)
 
 _PIECE = 1 << 24
 
