@@ -38,8 +38,7 @@ from bbcodec.codec import (
     decode_chunk_checked,
     encode_chunk_at,
 )
-from bbcodec.coding import SEED_GENERATOR
-from bbcodec.container import ContainerReader, ContainerWriter, Header, SeedPolicy
+from bbcodec.container import WEIGHTS_DIGEST_BYTES, ContainerReader, ContainerWriter, Header
 from bbcodec.errors import DecodeError, ImageKindError, UsageError
 from bbcodec.models.data import dataset_kind
 from bbcodec.models.vae import LatentVariableModel
@@ -196,7 +195,7 @@ def model_for_file(header: Header, model=None, pass_as: str = "model=…") -> La
             )
         model = header.model_id
     model_obj, _ = _load(model)
-    if weights_fingerprint(model_obj) != header.weights_sha256:
+    if not weights_fingerprint(model_obj).startswith(header.weights_digest):
         raise DecodeError(
             f"this file was made with other weights than the given model ({header.model_id!r} "
             f"in the file): decode it with the weights that made it"
@@ -276,11 +275,11 @@ def compress_to(
 
     shapes = tuple(run.shape[1:] for run in runs for _ in range(len(run)))
     header = Header(
-        model_id=model_id, weights_sha256=weights_fingerprint(model_obj),
-        settings=settings.to_dict(),
-        # words=0: each chunk sizes its own seed and records it in its trailer.
-        seed=SeedPolicy(SEED_GENERATOR, settings.seed, 0), shapes=shapes,
-    )  # fmt: skip
+        model_id=model_id,
+        weights_digest=weights_fingerprint(model_obj)[:WEIGHTS_DIGEST_BYTES],
+        settings=settings.file_dict(len(shapes)),
+        shapes=shapes,
+    )
     writer = ContainerWriter(out)
     writer.write_header(header)
     chunks = []
@@ -333,7 +332,7 @@ def decompress_from(
     reader = ContainerReader(f, max_pixels)
     header = reader.header
     model_obj = model_for_file(header, model)
-    settings = CodingSettings.from_dict(dict(header.settings))
+    settings = CodingSettings.from_header(header)
     try:
         settings.check_device()
     except UsageError as exc:  # the file's device, not an option: a DecodeError

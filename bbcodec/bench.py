@@ -15,6 +15,11 @@ bytes with `bbcodec.api.decompress_from` (timed) and compare every image.
   itself; the bytes are those coded in-process. Next to each: its tiled −ELBO
   (`bbcodec.models.tiles.tiled_elbo_terms`, one z-sample per tile, seeded by the coding
   seed for every photo) and the baselines. The result is a `PhotoBench` of `PhotoRow`.
+- **A dataset, one file per image** (`bench_per_file`, ``bbcodec bench --per-file``): every
+  image coded alone, with the settings ``bbcodec compress IMAGE.png`` uses for one image
+  (in this process by default, or spread over worker processes like photos); next to them
+  the same −ELBO and baselines as for the one-file dataset (the baselines' files are one
+  per image either way). The result is a `PerFileBench`, its sizes in bytes per file.
 
 `run_bench` loads a model and a data path and runs the one that fits.
 
@@ -50,16 +55,18 @@ from bbcodec.errors import BbcFileError
 from bbcodec.models.data import load_image_runs
 from bbcodec.models.evaluate import EvalResult, check_images, evaluate
 from bbcodec.models.tiles import tiled_elbo_terms
-from bbcodec.plan import DEFAULT_MAX_PIXELS, plan_coding
+from bbcodec.plan import DEFAULT_MAX_PIXELS, default_workers, plan_coding
 from bbcodec.zoo import list_models, load_model
 
 __all__ = [
     "BenchOptions",
     "DatasetBench",
+    "PerFileBench",
     "PhotoBench",
     "PhotoRow",
     "RoundTrip",
     "bench_dataset",
+    "bench_per_file",
     "bench_photos",
     "round_trip",
     "run_bench",
@@ -169,23 +176,26 @@ def _mismatch(images: np.ndarray, parts: Sequence[np.ndarray]) -> str | None:
 
 
 def stack_curve(report: CompressReport) -> tuple[list[int], list[int]]:
-    """(images coded so far, bits on the stacks so far) after each batch of a compression.
+    """(images coded so far, bits on the stacks so far) after each image coded directly
+    and each batch of a compression of images of the model's size (a dataset).
 
     Bits count the seeds of every chunk begun so far (chunk trailers and file framing
     excluded: those are only in ``report.file_bits``).
 
     Args:
-        report: a `bbcodec.codec.CompressReport` (its ``chunk_batch_sizes`` and
-            ``chunk_stack_bits``).
+        report: a `bbcodec.codec.CompressReport` (each chunk's ``direct_items``, coded
+            first, one image each, then its ``batch_sizes``, and its ``stack_bits`` after
+            each of those).
     """
     images, bits = [], []
     done = finished_bits = 0
-    for sizes, stack in zip(report.chunk_batch_sizes, report.chunk_stack_bits, strict=True):
-        for size, stack_bits in zip(sizes, stack, strict=True):
+    for chunk in report.chunks:
+        steps = (1,) * chunk.direct_items + tuple(chunk.batch_sizes)
+        for size, stack_bits in zip(steps, chunk.stack_bits, strict=True):
             done += size
             images.append(done)
             bits.append(finished_bits + stack_bits)
-        finished_bits += stack[-1] if stack else 0
+        finished_bits += chunk.stack_bits[-1] if chunk.stack_bits else 0
     return images, bits
 
 
@@ -414,6 +424,113 @@ class PhotoBench(_Bench):
         })  # fmt: skip
 
 
+@dataclass(frozen=True)
+class PerFileBench(_Bench):
+    """A dataset benchmarked one file per image, as ``bbcodec compress IMAGE.png`` codes
+    one image: each file's size next to the −ELBO and the baselines' files of the images.
+
+    Sizes are bytes per file (every byte: header, seed, framing), averaged over the images.
+
+    Attributes:
+        split: the dataset split.
+        dims_per_image: sub-pixels per image.
+        trips: each image's round trip, in order.
+        baselines: each classic codec's result, in `BASELINES` order (its ``image_bits``:
+            one file per image, in the same order).
+        elbo: the model's −ELBO on the images (one z-sample per image).
+    """
+
+    split: str
+    dims_per_image: int
+    trips: tuple[RoundTrip, ...]
+    baselines: Mapping[str, BaselineResult]
+    elbo: EvalResult
+
+    @property
+    def n_images(self) -> int:
+        return len(self.trips)
+
+    @property
+    def file_bytes(self) -> dict[str, list[int]]:
+        """Each image's file size in bytes: ``bbcodec``, then each baseline."""
+        sizes = {"bbcodec": [trip.file_bytes for trip in self.trips]}
+        for name, result in self.baselines.items():
+            sizes[name] = [int(bits) // 8 for bits in result.image_bits]
+        return sizes
+
+    @property
+    def mean_file_bytes(self) -> dict[str, float]:
+        """Mean bytes per file: ``bbcodec``, then each baseline."""
+        return {name: float(np.mean(sizes)) for name, sizes in self.file_bytes.items()}
+
+    @property
+    def neg_elbo_bytes(self) -> float:
+        """The mean −ELBO per image, in bytes."""
+        return self.elbo.neg_elbo_nats / (8 * math.log(2))
+
+    @property
+    def bbcodec_ratio(self) -> dict[str, float]:
+        """bbcodec's mean bytes per file over the −ELBO's (``neg_elbo``) and each baseline's."""
+        means = self.mean_file_bytes
+        others = {"neg_elbo": self.neg_elbo_bytes, **{n: means[n] for n in self.baselines}}
+        return {name: means["bbcodec"] / size for name, size in others.items()}
+
+    @property
+    def bbcodec_smaller(self) -> dict[str, int]:
+        """Images whose bbcodec file is smaller than each baseline's file."""
+        sizes = self.file_bytes
+        ours = np.array(sizes["bbcodec"])
+        return {name: int((ours < np.array(sizes[name])).sum()) for name in self.baselines}
+
+    @property
+    def achieved_bpd(self) -> float:
+        """Every byte of every file, per sub-pixel."""
+        return 8 * self.mean_file_bytes["bbcodec"] / self.dims_per_image
+
+    @property
+    def gap_pct(self) -> float:
+        """100 · (achieved / −ELBO − 1)."""
+        return 100.0 * (self.achieved_bpd / self.elbo.neg_elbo_bpd - 1.0)
+
+    @property
+    def encode_seconds_per_file(self) -> dict[str, float | None]:
+        """``mean`` and ``max`` seconds to encode one file (model loading included, as in
+        ``bbcodec compress``; process start-up not)."""
+        return _mean_max([trip.encode_seconds for trip in self.trips])
+
+    @property
+    def decode_seconds_per_file(self) -> dict[str, float | None]:
+        """``mean`` and ``max`` seconds to decode one file (``None``: none decoded)."""
+        seconds = [trip.decode_seconds for trip in self.trips]
+        return _mean_max([s for s in seconds if s is not None])
+
+    @property
+    def failure(self) -> str | None:
+        """Why images did not come back, each numbered, or ``None``."""
+        failures = [f"image {i}: {t.failure}" for i, t in enumerate(self.trips) if not t.ok]
+        return "; ".join(failures) if failures else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record of ``bbcodec bench --per-file --json``."""
+        elbo = self.elbo
+        return _finite({
+            "model": self.model, "data": self.data, "split": self.split,
+            "mode": "one file per image", "n_images": self.n_images,
+            "dims_per_image": self.dims_per_image, "family": elbo.family,
+            "n_params": elbo.n_params, "neg_elbo_bpd": elbo.neg_elbo_bpd,
+            "achieved_bpd": self.achieved_bpd, "gap_pct": self.gap_pct,
+            "neg_elbo_bytes": self.neg_elbo_bytes, "mean_file_bytes": self.mean_file_bytes,
+            "bbcodec_ratio": self.bbcodec_ratio, "bbcodec_smaller": self.bbcodec_smaller,
+            "baselines": {name: r.bpd for name, r in self.baselines.items()},
+            "baselines_detail": {name: r.to_dict() for name, r in self.baselines.items()},
+            "encode_seconds_per_file": self.encode_seconds_per_file,
+            "decode_seconds_per_file": self.decode_seconds_per_file,
+            "roundtrip_ok": self.failure is None,
+            **self._run_dict(),
+            "file_bytes": self.file_bytes,
+        })  # fmt: skip
+
+
 def _mean_max(seconds: Sequence[float]) -> dict[str, float | None]:
     if not seconds:
         return {"mean": None, "max": None}
@@ -446,14 +563,16 @@ class BenchOptions:
     Attributes:
         chunk_images: images per chunk of a dataset (``None``: `bbcodec.plan.plan_coding`
             chooses); photos are each one chunk of their own file.
-        workers: worker processes wanted (``None``: `bbcodec.plan.default_workers`, one per
-            photo and core for photos).
+        workers: worker processes wanted (``None``: `bbcodec.plan.default_workers` for a
+            dataset in one file, one per photo and core for photos, 1 for ``per_file``).
         max_batch: the largest batch of a dataset (``None``: the codec's default); photos
             are coded with the default.
         seed: the coding seed, also the −ELBO's (for photos: each photo's).
         device: torch device.
         progress: tqdm bars.
         max_pixels: the largest image the data may hold (`bbcodec.plan.DEFAULT_MAX_PIXELS`).
+        per_file: a dataset is coded one file per image (`bench_per_file`), not in one
+            file; photos are one file each either way.
     """
 
     chunk_images: int | None = None
@@ -463,6 +582,7 @@ class BenchOptions:
     device: str = "cpu"
     progress: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
+    per_file: bool = False
 
 
 def bench_dataset(
@@ -496,17 +616,99 @@ def bench_dataset(
         chunk_images=plan.chunk_images, seed=options.seed, device=device,
         torch_threads=plan.torch_threads, **overrides,
     )  # fmt: skip
-    progress = options.progress
-    trip = round_trip(images, model, _header_name(model_name), settings, plan.workers, progress)
-    elbo = evaluate(
-        model, images, seed=options.seed, device=device, progress=progress,
-        model_name=model_name, data_name=data_name, split=split,
-    )  # fmt: skip
-    baselines = run_baselines(images, BASELINES, progress=progress)
+    trip = round_trip(
+        images, model, _header_name(model_name), settings, plan.workers, options.progress
+    )
+    elbo, baselines = _references(model, images, model_name, data_name, split, options)
     dims = int(np.prod(images.shape[1:]))
     return DatasetBench(
         model_name, data_name, settings, plan.workers, split, n, dims, trip, baselines, elbo
     )
+
+
+def bench_per_file(
+    model,
+    images: np.ndarray,
+    model_name: str,
+    data_name: str,
+    split: str = "test",
+    options: BenchOptions = BenchOptions(),
+) -> PerFileBench:
+    """Benchmark images of the model's size, each alone in its own file.
+
+    Each image is coded as ``bbcodec compress IMAGE.png`` codes it (`round_trip` of a
+    (1, H, W[, 3]) array with the default settings, the options' seed and device): by
+    default in this process, with its torch threads, as ``compress`` does. With
+    ``options.workers`` > 1 the files are spread over worker processes as photos are
+    (`_each_its_own_file`), each coded with one torch thread: the files of ``bbcodec
+    compress --threads 1`` (a file records a thread count other than 1, in a few bytes).
+
+    Args:
+        model: the `LatentVariableModel`.
+        images: (N, H, W[, 3]) uint8 of the model's shape and kind.
+        model_name: the model as given (a registered name is coded by name).
+        data_name: the data as given; split: its split (both labels only).
+        options: how to code and report (``chunk_images`` and ``max_batch`` do not apply).
+
+    Raises:
+        DataError: images the model does not code.
+    """
+    check_images(model.config, images, f"{data_name} [{split}]")
+    name = _header_name(model_name)
+    tasks = ((image, name) for image in images)
+    workers = options.workers or 1  # as `bbcodec compress` codes one image: in-process
+    settings, workers, trips = _each_its_own_file(
+        model, images, _round_trip_alone, tasks, workers, options
+    )
+    elbo, baselines = _references(model, images, model_name, data_name, split, options)
+    dims = int(np.prod(images.shape[1:]))
+    return PerFileBench(
+        model_name, data_name, settings, workers, split, dims, trips, baselines, elbo
+    )
+
+
+def _references(
+    model, images: np.ndarray, model_name: str, data_name: str, split: str,
+    options: BenchOptions,
+) -> tuple[EvalResult, dict[str, BaselineResult]]:  # fmt: skip
+    """What a dataset's files are measured against: the model's −ELBO (one z-sample per
+    image, seeded by the coding seed) and the baselines (one file per image)."""
+    elbo = evaluate(
+        model, images, seed=options.seed, device=options.device, progress=options.progress,
+        model_name=model_name, data_name=data_name, split=split,
+    )  # fmt: skip
+    return elbo, run_baselines(images, BASELINES, progress=options.progress)
+
+
+def _each_its_own_file(
+    model, images: Sequence[np.ndarray], job: Callable, tasks, workers: int,
+    options: BenchOptions,
+) -> tuple[CodingSettings, int, tuple]:  # fmt: skip
+    """``job(codec, *task, progress)`` for each image's task, every image its own file.
+
+    With several ``workers`` (capped by `bbcodec.plan.plan_coding`) each worker process
+    takes an image at a time, with one torch thread, and times it itself; with one, this
+    process codes with its torch threads. Returns the settings, the workers and the jobs'
+    results in order.
+    """
+    plan = plan_coding(
+        [(image.shape, 1) for image in images], model.config.image_shape, 1, workers,
+        options.device, torch.get_num_threads(),
+    )  # fmt: skip
+    settings = CodingSettings(
+        seed=options.seed, device=options.device, torch_threads=plan.torch_threads
+    )
+    results = code_chunks(model, settings, plan.workers, job, tasks)
+    with contextlib.closing(results):
+        bar = tqdm(results, desc="files", total=len(images), disable=not options.progress)
+        return settings, plan.workers, tuple(bar)
+
+
+def _round_trip_alone(
+    codec: ImageCodec, image: np.ndarray, model_name: str | None, progress
+) -> RoundTrip:
+    """One image's own file (a `bbcodec.codec.code_chunks` job): its `round_trip`."""
+    return round_trip(image[None], codec.adapter.model, model_name, codec.settings)
 
 
 def bench_photos(
@@ -519,8 +721,8 @@ def bench_photos(
 ) -> PhotoBench:
     """Benchmark photos, each (H, W[, 3]) uint8 photo in its own file.
 
-    With several workers (as `bbcodec.plan.plan_coding` grants them), each worker process
-    takes a photo at a time, with one torch thread, and times it itself.
+    With several workers, each worker process takes a photo at a time, with one torch
+    thread, and times it itself (`_each_its_own_file`).
 
     Args:
         model: the `LatentVariableModel` (a VLAE codes any size, tiled).
@@ -529,20 +731,13 @@ def bench_photos(
         data_name: the data as given (a label).
         options: how to code and report (``chunk_images`` and ``max_batch`` do not apply).
     """
-    plan = plan_coding(
-        [(image.shape, 1) for image in images], model.config.image_shape, None,
-        options.workers, options.device, torch.get_num_threads(),
-    )  # fmt: skip
-    settings = CodingSettings(
-        seed=options.seed, device=options.device, torch_threads=plan.torch_threads
-    )
     name = _header_name(model_name)
     tasks = ((label, image, name) for label, image in zip(labels, images, strict=True))
-    results = code_chunks(model, settings, plan.workers, _bench_photo, tasks)
-    with contextlib.closing(results):
-        bar = tqdm(results, desc="photos", total=len(images), disable=not options.progress)
-        rows = tuple(bar)
-    return PhotoBench(model_name, data_name, settings, plan.workers, rows)
+    workers = options.workers or default_workers(len(images), len(images))  # one per core
+    settings, workers, rows = _each_its_own_file(
+        model, images, _bench_photo, tasks, workers, options
+    )
+    return PhotoBench(model_name, data_name, settings, workers, rows)
 
 
 def _bench_photo(
@@ -551,7 +746,7 @@ def _bench_photo(
     """One photo (a `bbcodec.codec.code_chunks` job, in a worker or in-process): its round
     trip, tiled −ELBO and baselines."""
     model, settings = codec.adapter.model, codec.settings
-    trip = round_trip(image[None], model, model_name, settings)
+    trip = _round_trip_alone(codec, image, model_name, progress)
     torch.manual_seed(settings.seed)  # the same z-samples however photos are spread
     with torch.inference_mode():
         recon_nats, kl_nats = tiled_elbo_terms(model, image)
@@ -575,9 +770,10 @@ def _photo_labels(data: Path, count: int) -> list[str]:
 def run_bench(
     model: str, data: str, split: str = "test", n: int | None = None,
     options: BenchOptions = BenchOptions(),
-) -> DatasetBench | PhotoBench:  # fmt: skip
-    """Load a model and images and benchmark them: a dataset (`bench_dataset`) when they
-    are one run of the model's size, else photos (`bench_photos`).
+) -> DatasetBench | PerFileBench | PhotoBench:  # fmt: skip
+    """Load a model and images and benchmark them: a dataset when they are one run of the
+    model's size (`bench_dataset`, or `bench_per_file` with ``options.per_file``), else
+    photos (`bench_photos`, one file each whether ``per_file`` or not).
 
     Args:
         model: a registered name, a ``.safetensors`` file or a run folder.
@@ -589,7 +785,8 @@ def run_bench(
     loaded = load_model(model, device=options.device)
     runs = load_image_runs(data, split, max_pixels=options.max_pixels)
     if len(runs) == 1 and runs[0].shape[1:3] == tuple(loaded.config.image_hw):
-        return bench_dataset(loaded, runs[0][:n], str(model), str(data), split, options)
+        bench = bench_per_file if options.per_file else bench_dataset
+        return bench(loaded, runs[0][:n], str(model), str(data), split, options)
     images = [image for run in runs for image in run][:n]
     labels = _photo_labels(Path(data), len(images))
     return bench_photos(loaded, images, labels, str(model), str(data), options)

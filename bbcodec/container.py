@@ -1,113 +1,132 @@
 """The ``.bbc`` container: the file format of bbcodec's compressed output.
 
 A ``.bbc`` file holds everything a decoder needs besides the model weights themselves:
-which model (id and sha256 of the weights), the coding settings, the images' shapes, the
-seed policy for the initial bits, and one or more **independently decodable chunks**, each
-an ANS stream for a contiguous run of images plus a sha256 of those images' pixels.
-Chunks let a big input stream through bounded memory and be decoded in parallel.
+which model (a code or an id, and a digest of the weights), the coding settings, the
+images' shapes, and one or more **independently decodable chunks**, each an ANS stream
+for a contiguous run of images plus a digest of those images' pixels. Chunks let a big
+input stream through bounded memory and be decoded in parallel. This docstring is the
+specification of format version 3, the one this module writes.
 
-Everything is little-endian. ``u8/u16/u32/u64`` are unsigned integers; ``crc32`` is
-``zlib.crc32`` with the stated initial value (it chains: each CRC starts from an earlier
-one, so a chunk only verifies under the header it was written with).
+Everything is little-endian. ``u8/u32`` are unsigned integers; ``f64`` an IEEE double;
+``varint`` an unsigned LEB128 integer (7 bits a byte, low bits first, the top bit set on
+every byte but the last) of at most 10 bytes and in its shortest form (no last byte 0
+after the first: anything else is an error); ``zigzag`` a signed integer ``v`` stored as
+the varint ``2v`` (``v >= 0``) or ``-2v - 1`` (``v < 0``). ``crc32`` is ``zlib.crc32``
+with the stated initial value.
 
-**Preamble** (18 bytes)
+**Header record**
 
-====== ====== =========================================================================
-offset size   field
-====== ====== =========================================================================
-0      8      magic ``b"\\x89BBC\\r\\n\\x1a\\n"`` (PNG-style: catches 7-bit and newline
-              mangling)
-8      2      format version, u16 (this module reads and writes :data:`FORMAT_VERSION`)
-10     4      ``L`` = length of the header body in bytes, u32
-14     4      ``preamble_crc`` = crc32 of bytes 0..13 (initial value 0)
-====== ====== =========================================================================
+====== ======= ========================================================================
+size   name    field
+====== ======= ========================================================================
+4              magic ``b"\\x89BBC"`` (:data:`MAGIC`)
+1              format version, u8 = 3 (:data:`FORMAT_VERSION`)
+varint ``L``   length of the header body in bytes (at most :data:`MAX_HEADER_BYTES`)
+L              the header body (below)
+4              ``header_crc`` = crc32 of every byte from the magic through the body,
+               initial value 0; checked before the body is parsed
+====== ======= ========================================================================
 
-**Header body** (``L`` bytes from offset 18), then a u32 ``header_crc`` = crc32 of the
-body with initial value ``preamble_crc``. ``header_crc`` seeds every chunk's CRCs.
+**Header body** (must be consumed exactly)
 
-============== =========================================================================
-size           field
-============== =========================================================================
-1              ``m`` = length of the model id, u8 (1..255)
-m              model id, printable ASCII without spaces (e.g. ``vlae-bmnist``)
-32             sha256 of the model weights
-1              ``g`` = length of the seed generator name, u8 (1..255)
-g              seed generator name, printable ASCII without spaces (e.g. ``numpy.PCG64``)
-8              seed, u64
-4              number of seed words (u32 words of initial bits), u32; 0 from the image
-               codec, whose chunks record their own seed size (see :class:`SeedPolicy`)
-4              ``s`` = length of the settings JSON, u32
-s              coding settings: a JSON object, UTF-8, canonical (sorted keys, compact)
-1              pixel dtype code, u8 (1 = uint8; nothing else yet)
-4              ``N`` = image count, u32
-4              ``R`` = number of shape runs, u32 (0 if ``N`` is 0, else 1..N)
-R × (5 + 4k)   shape runs in image order: run length u32 (>= 1), ``k`` = ndim u8 (2 or
-               3), then ``k`` dims u32 — ``(H, W)`` or ``(H, W, C)``; runs sum to ``N``
-============== =========================================================================
+=========== ==========================================================================
+size        field
+=========== ==========================================================================
+varint      model code ``k``: ``k >= 1`` names the model :data:`MODEL_CODES` ``[k]``
+            (an unknown code is an error); ``k = 0``: the model id follows
+1           ``m`` = length of the model id, u8 (1..255) — only if ``k = 0``
+m           model id, printable ASCII without spaces — only if ``k = 0``
+4           weights digest: the first :data:`WEIGHTS_DIGEST_BYTES` bytes of the sha256
+            of the model weights
+varint      ``n`` = number of settings
+n × …       settings: u8 tag = ``4 × key index + type``, then the value. The key index
+            points into :data:`SETTINGS_KEYS`; indices strictly increase. Types: 0 int
+            (zigzag, fits in 64 bits signed), 1 float (f64, finite), 2 string (varint
+            length <= 255, then printable ASCII), 3 None (no value bytes)
+varint      ``N`` = image count (at most :data:`MAX_IMAGES`)
+varint      ``R`` = number of shape runs (0 if ``N`` is 0, else 1..N)
+R × …       shape runs in image order: varint run length (>= 1), u8 ``ndim`` (2 or 3),
+            then ``ndim`` varint dims ``(H, W)`` or ``(H, W, C)``, each >= 1, sides at
+            most :data:`MAX_IMAGE_SIDE`, channels at most :data:`MAX_CHANNELS`; the runs
+            sum to ``N``
+=========== ==========================================================================
 
-The body must be consumed exactly; bytes left over are an error.
+Pixels are uint8. Settings not stored are absent (the codec supplies their defaults); new
+keys are only ever appended to :data:`SETTINGS_KEYS`, new models to :data:`MODEL_CODES`.
 
-**Chunk** (repeated until the chunks cover images ``0..N-1``, in order, without gaps)
+**Chunk record** (repeated: the chunks cover images ``0..N-1`` in order, without gaps; a
+chunk's first image is the previous chunk's first plus its count, 0 for the first chunk)
 
-============ ====== ===================================================================
-offset       size   field
-============ ====== ===================================================================
-0            4      tag ``b"CHNK"``
-4            4      first image index, u32 (= the previous chunk's first + count; 0 at
-                    the start)
-8            4      image count, u32 (>= 1; first + count <= N)
-12           4      ``n`` = number of ANS words, u32
-16           32     :func:`pixels_checksum` of the chunk's images (sha256)
-48           4      ``frame_crc`` = crc32 of chunk bytes 0..47, initial value
-                    ``header_crc``
-52           4n     the ANS stream: ``n`` u32 words
-52 + 4n      4      crc32 of the ``4n`` stream bytes, initial value ``frame_crc``
-============ ====== ===================================================================
+====== ======= ========================================================================
+size   name    field
+====== ======= ========================================================================
+varint         image count (>= 1; first + count <= N)
+varint ``B``   length of the stream in bytes (at most 4 × :data:`MAX_CHUNK_WORDS`)
+d              pixel digest: the first ``d`` = :func:`pixel_digest_bytes` ``(s)`` bytes
+               of :func:`pixels_checksum` of the chunk's images, ``s`` = their number of
+               subpixels (H × W × C, C = 1 for ``(H, W)``) from the header's shapes
+B              the ANS stream: the chunk's u32 words, but for the high zero bytes of the
+               last word (its top word, never 0 in a real stream), which are left out (at
+               most 3: one byte of it stays); the reader pads the stream with zero bytes
+               to a multiple of 4
+4              crc32 of the record from the image count through the stream, initial
+               value ``header_crc`` (so a chunk verifies only under its own header)
+====== ======= ========================================================================
 
-**End record** (exactly once, after the last chunk; nothing may follow it)
+The file ends right after the chunk that reaches image ``N - 1`` (a file of no images is
+its header alone): any byte after it is an error, and so is a file that ends early.
 
-====== ====== =========================================================================
-offset size   field
-====== ====== =========================================================================
-0      4      tag ``b"BEND"``
-4      4      number of chunks, u32
-8      4      crc32 of end-record bytes 0..7, initial value ``header_crc``
-====== ====== =========================================================================
+A one-image file of a registered model with no settings stored takes 22 bytes of header
+for a 28 × 28 image and 10 bytes of chunk framing (1 + 1 + 4 + 4) besides its stream.
 
-Every length field sits in a fixed-size region that its own CRC covers, and that CRC is
-checked before the length is used, so a single flipped bit anywhere (or any burst of up to
-32 bits inside one CRC-protected region) is always detected; random multi-bit damage
-escapes with probability about 2**-32. Every length is checked against sane limits
-(``MAX_*`` below) and, when the input's size is known, against the bytes remaining,
-before anything is allocated; when the size is unknown (a pipe) reads proceed in pieces of
-at most 1 MiB, so a lying length costs no more memory than the bytes actually present.
-Every malformed input raises :class:`ContainerError` with a one-line message.
+**What the checks guarantee.** Every byte but the CRCs' own is covered by a CRC-32 (the
+magic and version byte too, though they are checked first to tell other files and other
+versions apart). A CRC-32 detects any single flipped bit and any burst of up to 32 bits in
+the bytes it covers (when the reader frames them as they were written); random damage
+escapes with probability about 2**-32. A flipped bit in a length or count field (``L``, ``N``, a shape run, a
+chunk's count or ``B``) makes the reader take other bytes for the rest of the record and
+read its CRC from another place, which fails except with probability about 2**-32; past
+that, the decoder checks the chunk's pixel digest. Every length is checked against its
+limit and, when the input's size is known, against the bytes remaining, before anything is
+allocated; when the size is unknown (a pipe) reads proceed in pieces of at most 1 MiB, so
+a lying length costs no more memory than the bytes actually present. Every malformed input
+raises one :class:`ContainerError` with a one-line message, never another exception.
 
 **Size limits.** A well-formed header may still claim images far larger than the file
-(a few kilobytes claiming one 65536 × 65536 image). The reader checks every claimed image
+(a few bytes claiming one 65536 × 65536 image). The reader checks every claimed image
 against ``max_pixels`` (default `bbcodec.plan.DEFAULT_MAX_PIXELS`) when the header is read,
 and each chunk's images together against ``MAX_DATASET_PIXELS_FACTOR × max_pixels`` before
 its stream is read, raising :class:`~bbcodec.errors.SizeLimitError` (a ``DataError``: the
 file may be intact, only larger than the caller allows) before a decoder allocates anything
-that size.
+that size. (A chunk's count is checked before its CRC, which comes after the stream: a
+damaged count that claims too many pixels is reported as this error.)
 
-A pixel-checksum mismatch after decoding (the codec's check) raises
-:class:`~bbcodec.errors.ChecksumError` (a `DecodeError`, not a `ContainerError`): the stream was
-intact but decoded to other pixels (wrong model, or the determinism contract broken).
+A pixel-digest mismatch after decoding (the codec's check, :func:`verify_pixels`) raises
+:class:`~bbcodec.errors.ChecksumError` (a `DecodeError`, not a `ContainerError`): the stream
+was intact but decoded to other pixels (wrong model, or the determinism contract broken).
+
+**Format version 2** (written until bbcodec switched to version 3) is still read, by
+`bbcodec.container_v2`, which specifies it. Its magic ``b"\\x89BBC\\r\\n\\x1a\\n"`` starts
+with this version's, so the reader reads the 4-byte magic, then one byte: 3 is version 3,
+``0x0D`` (the ``\\r`` of the longer magic) is version 2, anything else an unsupported
+version. Its headers hold the whole sha256 of the weights and of each chunk's pixels
+(:attr:`Header.version` and the digests' lengths tell them apart).
 
 Example:
     >>> import numpy as np
     >>> images = [np.zeros((2, 3), np.uint8), np.ones((2, 3), np.uint8)]
     >>> header = Header(
     ...     model_id="vlae-bmnist",
-    ...     weights_sha256=bytes(32),
-    ...     settings={"device": "cpu", "latent_step": 0.01},
-    ...     seed=SeedPolicy(generator="numpy.PCG64", seed=0, words=32),
+    ...     weights_digest=bytes(4),
+    ...     settings={"device": "cpu", "grid_step_log2": -8, "grid_bound": 32.0},
     ...     shapes=((2, 3), (2, 3)),
     ... )
-    >>> chunk = Chunk(first=0, count=2, words=np.arange(5, dtype=np.uint32),
-    ...               pixels_sha256=pixels_checksum(images))
-    >>> header2, chunks2 = loads(dumps(header, [chunk]))
+    >>> chunk = Chunk(first=0, count=2, words=np.arange(1, 6, dtype=np.uint32),
+    ...               pixels_digest=pixels_digest(images, pixel_digest_bytes(12)))
+    >>> data = dumps(header, [chunk])
+    >>> len(data)
+    65
+    >>> header2, chunks2 = loads(data)
     >>> header2 == header and chunks2 == [chunk]
     True
     >>> verify_pixels(chunks2[0], images)
@@ -118,13 +137,12 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
-import json
 import math
 import operator
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Self
 
 import numpy as np
@@ -140,23 +158,25 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "MAX_IMAGES",
     "MAX_IMAGE_SIDE",
-    "MAX_SEED_WORDS",
-    "MAX_SETTINGS_BYTES",
+    "MODEL_CODES",
+    "SETTINGS_KEYS",
+    "WEIGHTS_DIGEST_BYTES",
     "Chunk",
     "ContainerReader",
     "ContainerWriter",
     "Header",
-    "SeedPolicy",
     "check_claimed_pixels",
     "dumps",
     "loads",
+    "pixel_digest_bytes",
     "pixels_checksum",
+    "pixels_digest",
     "verify_pixels",
 ]
 
-MAGIC = b"\x89BBC\r\n\x1a\n"
-# 2: RGB pixels coded with the mixture re-weighted channel by channel; latent grid ±32.
-FORMAT_VERSION = 2
+MAGIC = b"\x89BBC"
+# 3: compact varint header and chunk records, short digests, no end record.
+FORMAT_VERSION = 3
 
 #: Images per file. Shapes are kept per image in :attr:`Header.shapes`, so this bounds the
 #: memory a (possibly lying) header can make the reader spend (8 bytes per image).
@@ -167,29 +187,47 @@ MAX_IMAGE_SIDE = 1 << 16
 MAX_CHANNELS = 4
 #: Largest ANS stream of one chunk, in u32 words (1 GiB).
 MAX_CHUNK_WORDS = 1 << 28
-#: Largest seed (initial bits), in u32 words: the codec allocates this many words.
-MAX_SEED_WORDS = 1 << 20
-#: Largest canonical settings JSON.
-MAX_SETTINGS_BYTES = 1 << 20
-#: Largest header body: room for the settings, the names and a distinct shape per image.
+#: Largest header body: room for the settings, the model id and a distinct shape per image.
 MAX_HEADER_BYTES = 1 << 27
+#: Bytes of the weights' sha256 a version-3 header keeps (a check against using the wrong
+#: weights by mistake, not against forgery).
+WEIGHTS_DIGEST_BYTES = 4
 
-_MAX_NAME_BYTES = 255
-_MAX_JSON_DEPTH = 16
+#: Model codes of the header (part of the format: never renumbered, only appended to).
+MODEL_CODES: dict[int, str] = {
+    1: "vlae-bmnist",
+    2: "delta-vae-bmnist",
+    3: "vlae-mnist",
+    4: "vlae-cifar10",
+    5: "delta-vae-cifar10",
+    6: "vlae-photo",
+    7: "vlae-photo-grey",
+}
+#: Setting names by key index (part of the format: new keys are only ever appended).
+SETTINGS_KEYS = (
+    "grid_step_log2",
+    "grid_bound",
+    "max_batch",
+    "chunk_images",
+    "seed",
+    "device",
+    "torch_threads",
+    "posterior_window_stds",
+    "initial_bits",
+    "direct_latent_stds",
+)
+
+_MODEL_CODE_OF = {model_id: code for code, model_id in MODEL_CODES.items()}
+_V2_VERSION_BYTE = 0x0D  # the "\r" that follows MAGIC in format version 2's longer magic
+_DIGEST_SIZES = (4, 8, 16, 32)  # version 3's pixel digests, and version 2's whole sha256
+_MAX_TEXT = 255
+_MAX_VARINT_BYTES = 10
 _READ_PIECE = 1 << 20
-_U32_MAX = 0xFFFFFFFF
-_U64_MAX = 0xFFFFFFFFFFFFFFFF
+_U64_MAX = (1 << 64) - 1
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
-
-_PREAMBLE = struct.Struct("<8sHI")  # magic, version, header length; then u32 crc
-_PREAMBLE_SIZE = _PREAMBLE.size + 4
-_CHUNK_TAG = b"CHNK"
-_CHUNK_FRAME = struct.Struct("<4sIII32s")  # tag, first, count, n_words, pixels sha256
-_END_TAG = b"BEND"
-_END = struct.Struct("<4sI")  # tag, chunk count; then u32 crc
 _U32 = struct.Struct("<I")
-_DTYPE_CODES = {"uint8": 1}
-_DTYPE_NAMES = {code: name for name, code in _DTYPE_CODES.items()}
+_DTYPES = ("uint8",)
+_INT, _FLOAT, _STR, _NONE = range(4)  # setting value types
 
 
 # --------------------------------------------------------------------------- values
@@ -207,47 +245,66 @@ def _index(value: Any, what: str, lo: int, hi: int) -> int:
 
 
 def _name(value: Any, what: str) -> str:
-    """A model id / generator name: 1..255 printable ASCII characters, no spaces."""
+    """A model id: 1..255 printable ASCII characters, no spaces."""
     if not isinstance(value, str):
         raise ContainerError(f"{what} must be a str, got {type(value).__name__}")
-    if not 1 <= len(value) <= _MAX_NAME_BYTES or not all("!" <= ch <= "~" for ch in value):
+    if not 1 <= len(value) <= _MAX_TEXT or not all("!" <= ch <= "~" for ch in value):
         raise ContainerError(
-            f"{what} must be 1..{_MAX_NAME_BYTES} printable ASCII characters without "
+            f"{what} must be 1..{_MAX_TEXT} printable ASCII characters without "
             f"spaces, got {value[:40]!r}"
         )
     return value
 
 
-def _json_value(value: Any, path: str, depth: int) -> Any:
-    """A normalised copy of a JSON-able value (tuples become lists), or ContainerError."""
-    if depth > _MAX_JSON_DEPTH:
-        raise ContainerError(f"settings nest deeper than {_MAX_JSON_DEPTH} levels at {path}")
-    if value is None or isinstance(value, (bool, str)):
-        return value
+def _digest(value: Any, what: str, sizes: Sequence[int]) -> bytes:
+    """``value`` as bytes of one of the ``sizes``, else :class:`ContainerError`."""
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise ContainerError(f"{what} must be bytes, got {type(value).__name__}")
+    digest = bytes(value)
+    if len(digest) not in sizes:
+        raise ContainerError(
+            f"{what} must be {' or '.join(map(str, sizes))} bytes, got {len(digest)}"
+        )
+    return digest
+
+
+def _setting(key: Any, value: Any) -> int | float | str | None:
+    """A version-3 setting's value as stored (a plain int, float, str or None)."""
+    if key not in SETTINGS_KEYS:
+        raise ContainerError(
+            f"unknown setting {key!r}: format version {FORMAT_VERSION} stores "
+            f"{', '.join(SETTINGS_KEYS)}"
+        )
+    what = f"setting {key}"
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ContainerError(f"{what} is a bool ({value}): settings store ints, not bools")
     if isinstance(value, int):
-        if not _I64_MIN <= value <= _I64_MAX:
-            raise ContainerError(f"settings{path}: integer {value} does not fit in 64 bits")
-        return int(value)
+        return _index(value, what, _I64_MIN, _I64_MAX)
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ContainerError(f"settings{path}: {value} is not a finite number")
+            raise ContainerError(f"{what}: {value} is not a finite number")
         return float(value)
-    if isinstance(value, (list, tuple)):
-        return [_json_value(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
-    if isinstance(value, Mapping):
-        out = {}
-        for key, v in value.items():
-            if not isinstance(key, str):
-                raise ContainerError(f"settings{path}: key {key!r} is not a str")
-            out[key] = _json_value(v, f"{path}[{key!r}]", depth + 1)
-        return out
-    raise ContainerError(f"settings{path}: {type(value).__name__} is not JSON-able")
+    if isinstance(value, str):
+        if len(value) > _MAX_TEXT or not all(" " <= ch <= "~" for ch in value):
+            raise ContainerError(
+                f"{what} must be at most {_MAX_TEXT} printable ASCII characters, got {value[:40]!r}"
+            )
+        return value
+    raise ContainerError(f"{what}: {type(value).__name__} is not an int, float, str or None")
 
 
-def _canonical_json(settings: Mapping[str, Any]) -> bytes:
-    return json.dumps(
-        settings, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode("ascii")
+def _settings(settings: Any, version: int) -> dict[str, Any]:
+    """The settings of a header of ``version``, validated, in canonical key order."""
+    if not isinstance(settings, Mapping):
+        raise ContainerError(f"settings must be a dict, got {type(settings).__name__}")
+    if version == 2:
+        from bbcodec import container_v2  # here: container_v2 builds on this module
+
+        return container_v2.json_settings(settings)
+    checked = [(key, _setting(key, value)) for key, value in settings.items()]
+    return dict(sorted(checked, key=lambda item: SETTINGS_KEYS.index(item[0])))
 
 
 def _shape(value: Any, what: str) -> tuple[int, ...]:
@@ -260,6 +317,22 @@ def _shape(value: Any, what: str) -> tuple[int, ...]:
         raise ContainerError(f"{what} must be (H, W) or (H, W, C), got {dims!r}")
     his = (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE, MAX_CHANNELS)
     return tuple(_index(d, f"{what} dim {i}", 1, hi) for i, (d, hi) in enumerate(zip(dims, his)))
+
+
+def _shapes(value: Any) -> tuple[tuple[int, ...], ...]:
+    """Per-image shapes, validated once per run of equal shapes."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ContainerError("shapes must be a sequence of (H, W) or (H, W, C) tuples")
+    raw = list(value)
+    if len(raw) > MAX_IMAGES:
+        raise ContainerError(f"{len(raw)} images, more than the limit {MAX_IMAGES}")
+    if not all(type(s) is tuple for s in raw):
+        raw = [_shape(s, f"shape of image {i}") for i, s in enumerate(raw)]
+    shapes: list[tuple[int, ...]] = []
+    for s, run in itertools.groupby(raw):
+        n = sum(1 for _ in run)
+        shapes.extend(itertools.repeat(_shape(s, f"shape of image {len(shapes)}"), n))
+    return tuple(shapes)
 
 
 def _over_limit(what: str, size: str, limit: str) -> SizeLimitError:
@@ -278,7 +351,7 @@ def check_claimed_pixels(header: Header, max_pixels: int | None = DEFAULT_MAX_PI
         SizeLimitError: naming the first such image, its size and the limit.
 
     Example:
-        >>> header = Header("m", bytes(32), {}, SeedPolicy("numpy.PCG64", 1, 4), ((20, 30),))
+        >>> header = Header("m", bytes(4), {}, ((20, 30),))
         >>> check_claimed_pixels(header, max_pixels=600)
         >>> check_claimed_pixels(header, max_pixels=599)
         Traceback (most recent call last):
@@ -296,30 +369,21 @@ def check_claimed_pixels(header: Header, max_pixels: int | None = DEFAULT_MAX_PI
         first += sum(1 for _ in run)
 
 
-@dataclass(frozen=True)
-class SeedPolicy:
-    """How the coder is seeded with initial bits: ``words`` u32 words from a named generator.
-
-    Attributes:
-        generator: Name of the seeded generator, e.g. ``"numpy.PCG64"``; the codec maps it
-            to an implementation and must refuse names it does not know.
-        seed: The generator's seed, ``0 <= seed < 2**64``.
-        words: Number of u32 seed words pushed before the first image (``<= MAX_SEED_WORDS``).
-            The image codec writes 0: each chunk sizes its own seed (doubling it until the
-            first posterior pop fits) and records the size in its trailer
-            (`bbcodec.codec.chunks`). Format version 2 also repeats ``seed`` in the settings
-            JSON (``CodingSettings.seed``, the value the codec reads); both stay until the
-            next format version, which drops this field and the repetition.
-    """
-
-    generator: str
-    seed: int
-    words: int
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "generator", _name(self.generator, "seed generator"))
-        object.__setattr__(self, "seed", _index(self.seed, "seed", 0, _U64_MAX))
-        object.__setattr__(self, "words", _index(self.words, "seed words", 0, MAX_SEED_WORDS))
+def _check_chunk_pixels(
+    header: Header, first: int, count: int, max_pixels: int | None, where: str
+) -> None:
+    """A decoder holds a chunk's images at once: refuse more than the limit allows."""
+    if max_pixels is None:
+        return
+    limit = MAX_DATASET_PIXELS_FACTOR * max_pixels
+    pixels = 0
+    for shape, run in itertools.groupby(header.shapes[first : first + count]):
+        pixels += shape[0] * shape[1] * sum(1 for _ in run)
+    if pixels > limit:
+        size = f"{count:,} images, {pixels:,} pixels in all"
+        raise _over_limit(
+            where, size, f"{limit:,} pixels per chunk, {MAX_DATASET_PIXELS_FACTOR} × max pixels"
+        )
 
 
 @dataclass(frozen=True)
@@ -328,60 +392,39 @@ class Header:
 
     Attributes:
         model_id: Which model coded the file, e.g. ``"vlae-bmnist"`` (printable ASCII).
-        weights_sha256: sha256 of the model weights, 32 bytes.
-        settings: Coding settings, a JSON object (latent grid, batch schedule, the device
-            the file was encoded on, ...). Stored normalised: tuples become lists.
-        seed: The seed policy for the initial bits.
+        weights_digest: The first bytes of the sha256 of the model weights:
+            :data:`WEIGHTS_DIGEST_BYTES` (4) in version 3, all 32 in version 2.
+        settings: Coding settings. Version 3: keys from :data:`SETTINGS_KEYS`, values int
+            (64-bit signed, not bool), finite float, str (printable ASCII, at most 255
+            characters) or None, kept in key order. Version 2: any JSON object (stored
+            normalised: tuples become lists; see `bbcodec.container_v2`).
         shapes: Per-image shapes, ``(H, W)`` or ``(H, W, C)``; may differ between images.
         dtype: Pixel dtype name; only ``"uint8"`` exists.
+        version: The format version the header was read as (2 or 3); only version 3 is
+            written.
 
     Raises:
         ContainerError: if any field is invalid or past the ``MAX_*`` limits.
     """
 
     model_id: str
-    weights_sha256: bytes
+    weights_digest: bytes
     settings: dict[str, Any]
-    seed: SeedPolicy
     shapes: tuple[tuple[int, ...], ...]
     dtype: str = "uint8"
-    _settings_json: bytes = field(default=b"", init=False, repr=False, compare=False)
+    version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        version = _index(self.version, "format version", 2, FORMAT_VERSION)
+        object.__setattr__(self, "version", version)
         _name(self.model_id, "model id")
-        if not isinstance(self.weights_sha256, (bytes, bytearray, memoryview)):
-            raise ContainerError("weights_sha256 must be bytes")
-        sha = bytes(self.weights_sha256)
-        if len(sha) != 32:
-            raise ContainerError(f"weights_sha256 must be 32 bytes, got {len(sha)}")
-        object.__setattr__(self, "weights_sha256", sha)
-        if not isinstance(self.settings, Mapping):
-            raise ContainerError(f"settings must be a dict, got {type(self.settings).__name__}")
-        settings = _json_value(self.settings, "", 0)
-        encoded = _canonical_json(settings)
-        if len(encoded) > MAX_SETTINGS_BYTES:
-            raise ContainerError(
-                f"settings take {len(encoded)} bytes as JSON, more than {MAX_SETTINGS_BYTES}"
-            )
-        object.__setattr__(self, "settings", settings)
-        object.__setattr__(self, "_settings_json", encoded)
-        if not isinstance(self.seed, SeedPolicy):
-            raise ContainerError(f"seed must be a SeedPolicy, got {type(self.seed).__name__}")
-        if self.dtype not in _DTYPE_CODES:
-            raise ContainerError(f"dtype must be one of {sorted(_DTYPE_CODES)}, got {self.dtype!r}")
-        if isinstance(self.shapes, (str, bytes)) or not isinstance(self.shapes, Iterable):
-            raise ContainerError("shapes must be a sequence of (H, W) or (H, W, C) tuples")
-        raw = list(self.shapes)
-        if len(raw) > MAX_IMAGES:
-            raise ContainerError(f"{len(raw)} images, more than the limit {MAX_IMAGES}")
-        if not all(type(s) is tuple for s in raw):
-            raw = [_shape(s, f"shape of image {i}") for i, s in enumerate(raw)]
-        # Validate each run of equal shapes once (files usually hold one shape many times).
-        shapes: list[tuple[int, ...]] = []
-        for s, run in itertools.groupby(raw):
-            n = sum(1 for _ in run)
-            shapes.extend(itertools.repeat(_shape(s, f"shape of image {len(shapes)}"), n))
-        object.__setattr__(self, "shapes", tuple(shapes))
+        sizes = (WEIGHTS_DIGEST_BYTES,) if version == FORMAT_VERSION else (32,)
+        digest = _digest(self.weights_digest, "weights digest", sizes)
+        object.__setattr__(self, "weights_digest", digest)
+        object.__setattr__(self, "settings", _settings(self.settings, version))
+        if self.dtype not in _DTYPES:
+            raise ContainerError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
+        object.__setattr__(self, "shapes", _shapes(self.shapes))
 
     @property
     def image_count(self) -> int:
@@ -397,7 +440,9 @@ class Chunk:
         first: Index of the chunk's first image.
         count: Number of images in the chunk, ``>= 1``.
         words: The ANS stream, a 1-D uint32 array (stored as a read-only copy).
-        pixels_sha256: :func:`pixels_checksum` of the chunk's images, 32 bytes.
+        pixels_digest: :func:`pixels_digest` of the chunk's images: 4, 8 or 16 bytes in
+            version 3 (:func:`pixel_digest_bytes` of their subpixels, which the writer
+            checks), the whole 32-byte sha256 in version 2.
 
     Raises:
         ContainerError: if any field is invalid.
@@ -406,7 +451,7 @@ class Chunk:
     first: int
     count: int
     words: np.ndarray
-    pixels_sha256: bytes
+    pixels_digest: bytes
 
     def __post_init__(self) -> None:
         first = _index(self.first, "chunk first image", 0, MAX_IMAGES - 1)
@@ -425,10 +470,8 @@ class Chunk:
         words = np.array(words, dtype=np.uint32, copy=True)
         words.flags.writeable = False
         object.__setattr__(self, "words", words)
-        sha = self.pixels_sha256
-        if not isinstance(sha, (bytes, bytearray, memoryview)) or len(bytes(sha)) != 32:
-            raise ContainerError("pixels_sha256 must be 32 bytes")
-        object.__setattr__(self, "pixels_sha256", bytes(sha))
+        digest = _digest(self.pixels_digest, "pixels digest", _DIGEST_SIZES)
+        object.__setattr__(self, "pixels_digest", digest)
 
     @property
     def stop(self) -> int:
@@ -441,7 +484,7 @@ class Chunk:
         return (
             self.first == other.first
             and self.count == other.count
-            and self.pixels_sha256 == other.pixels_sha256
+            and self.pixels_digest == other.pixels_digest
             and np.array_equal(self.words, other.words)
         )
 
@@ -483,8 +526,46 @@ def pixels_checksum(images: Iterable[np.ndarray]) -> bytes:
     return digest.digest()
 
 
+def pixels_digest(images: Iterable[np.ndarray], n_bytes: int) -> bytes:
+    """The first ``n_bytes`` bytes of :func:`pixels_checksum` ``(images)``: what a chunk
+    stores (``n_bytes`` = :func:`pixel_digest_bytes` of the images' subpixels).
+
+    Example:
+        >>> import numpy as np
+        >>> pixels_digest([np.zeros((2, 2), np.uint8)], 4).hex()
+        'be22ddd6'
+    """
+    return pixels_checksum(images)[:n_bytes]
+
+
+def pixel_digest_bytes(n_subpixels: int) -> int:
+    """Bytes of pixel digest a version-3 chunk of ``n_subpixels`` subpixels stores
+    (H × W × C summed over its images): 4 below 2**16, 8 below 2**24, else 16.
+
+    A wrong decode of a big chunk costs more, and is rarer per byte of file, than of a
+    small one: the digest grows with the chunk while staying a small part of its file.
+
+    Example:
+        >>> [pixel_digest_bytes(n) for n in (28 * 28, 768 * 512 * 3, 4096 * 4096)]
+        [4, 8, 16]
+    """
+    if n_subpixels < 1 << 16:
+        return 4
+    if n_subpixels < 1 << 24:
+        return 8
+    return 16
+
+
+def _subpixels(header: Header, first: int, count: int) -> int:
+    """Subpixels (H × W × C) of images ``first..first+count-1`` by the header's shapes."""
+    return sum(
+        math.prod(shape) * sum(1 for _ in run)
+        for shape, run in itertools.groupby(header.shapes[first : first + count])
+    )
+
+
 def verify_pixels(chunk: Chunk, images: Sequence[np.ndarray]) -> None:
-    """Check decoded images against the chunk's stored checksum.
+    """Check decoded images against the chunk's stored pixel digest.
 
     Args:
         chunk: The chunk the images were decoded from.
@@ -496,132 +577,86 @@ def verify_pixels(chunk: Chunk, images: Sequence[np.ndarray]) -> None:
     span = f"images {chunk.first}..{chunk.stop - 1}"
     if len(images) != chunk.count:
         raise ChecksumError(f"chunk with {span}: got {len(images)} decoded images")
-    got = pixels_checksum(images)
-    if got != chunk.pixels_sha256:
+    got = pixels_digest(images, len(chunk.pixels_digest))
+    if got != chunk.pixels_digest:
         raise ChecksumError(
-            f"chunk with {span}: decoded pixels do not match the stored checksum "
-            f"(sha256 {got.hex()[:16]}... != {chunk.pixels_sha256.hex()[:16]}...)"
+            f"chunk with {span}: decoded pixels do not match the stored digest "
+            f"({got.hex()[:16]} != {chunk.pixels_digest.hex()[:16]})"
         )
-
-
-# --------------------------------------------------------------------------- header bytes
-
-
-def _encode_header_body(header: Header) -> bytes:
-    out = bytearray()
-    model = header.model_id.encode("ascii")
-    out += struct.pack("<B", len(model)) + model + header.weights_sha256
-    gen = header.seed.generator.encode("ascii")
-    out += struct.pack("<B", len(gen)) + gen
-    out += struct.pack("<QI", header.seed.seed, header.seed.words)
-    out += _U32.pack(len(header._settings_json)) + header._settings_json
-    runs = [(shape, sum(1 for _ in group)) for shape, group in itertools.groupby(header.shapes)]
-    out += struct.pack("<BII", _DTYPE_CODES[header.dtype], header.image_count, len(runs))
-    for shape, length in runs:
-        out += struct.pack(f"<IB{len(shape)}I", length, len(shape), *shape)
-    return bytes(out)
-
-
-class _Cursor:
-    """Reads fields from a header body; running past its end is a ContainerError."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def take(self, n: int, what: str) -> bytes:
-        if n > len(self.data) - self.pos:
-            raise ContainerError(
-                f"header field {what} ({n} bytes at body offset {self.pos}) runs past the "
-                f"end of the {len(self.data)}-byte header"
-            )
-        self.pos += n
-        return self.data[self.pos - n : self.pos]
-
-    def unpack(self, fmt: str, what: str) -> tuple[int, ...]:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
-
-
-def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise ContainerError("settings JSON repeats a key")
-    return out
-
-
-def _reject_constant(name: str) -> Any:
-    raise ContainerError(f"settings JSON holds {name}")
-
-
-def _decode_header_body(body: bytes) -> Header:
-    cur = _Cursor(body)
-    (m,) = cur.unpack("<B", "model id length")
-    model_raw = cur.take(m, "model id")
-    sha = cur.take(32, "weights sha256")
-    (g,) = cur.unpack("<B", "seed generator length")
-    gen_raw = cur.take(g, "seed generator")
-    seed, seed_words = cur.unpack("<QI", "seed")
-    (s,) = cur.unpack("<I", "settings length")
-    if s > MAX_SETTINGS_BYTES:
-        raise ContainerError(f"settings length {s} is more than the limit {MAX_SETTINGS_BYTES}")
-    settings_raw = cur.take(s, "settings")
-    try:
-        model_id = model_raw.decode("ascii")
-        generator = gen_raw.decode("ascii")
-    except UnicodeDecodeError:
-        raise ContainerError("model id or seed generator is not ASCII") from None
-    try:
-        settings = json.loads(
-            settings_raw.decode("utf-8"),
-            object_pairs_hook=_reject_duplicate_keys,
-            parse_constant=_reject_constant,
-        )
-    except RecursionError:
-        raise ContainerError("settings JSON nests too deeply") from None
-    except ContainerError:
-        raise
-    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, too many int digits
-        raise ContainerError(f"settings are not valid UTF-8 JSON: {exc}") from None
-    if not isinstance(settings, dict):
-        raise ContainerError(f"settings JSON must be an object, got {type(settings).__name__}")
-    dtype_code, image_count, n_runs = cur.unpack("<BII", "image count")
-    if dtype_code not in _DTYPE_NAMES:
-        raise ContainerError(f"unknown pixel dtype code {dtype_code}")
-    if image_count > MAX_IMAGES:
-        raise ContainerError(f"image count {image_count} is more than the limit {MAX_IMAGES}")
-    if n_runs > image_count:
-        raise ContainerError(f"{n_runs} shape runs for {image_count} images")
-    shapes: list[tuple[int, ...]] = []
-    for r in range(n_runs):
-        length, ndim = cur.unpack("<IB", f"shape run {r}")
-        if ndim not in (2, 3):
-            raise ContainerError(f"shape run {r}: ndim {ndim}, expected 2 or 3")
-        dims = cur.unpack(f"<{ndim}I", f"shape run {r} dims")
-        if not 1 <= length <= image_count - len(shapes):
-            raise ContainerError(
-                f"shape run {r} of {length} images does not fit the image count {image_count}"
-            )
-        shapes.extend(itertools.repeat(_shape(dims, f"shape run {r}"), length))
-    if len(shapes) != image_count:
-        raise ContainerError(f"shape runs cover {len(shapes)} images, header says {image_count}")
-    if cur.pos != len(body):
-        raise ContainerError(f"header has {len(body) - cur.pos} unexpected trailing bytes")
-    return Header(
-        model_id=model_id,
-        weights_sha256=sha,
-        settings=settings,
-        seed=SeedPolicy(generator=generator, seed=seed, words=seed_words),
-        shapes=tuple(shapes),
-        dtype=_DTYPE_NAMES[dtype_code],
-    )
 
 
 # --------------------------------------------------------------------------- writing
 
 
+def _varint(value: int) -> bytes:
+    """``value`` (0 <= value < 2**64) as an unsigned LEB128 varint."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _zigzag(value: int) -> int:
+    """A signed 64-bit int as the unsigned int that stores it (0, -1, 1, -2 → 0, 1, 2, 3)."""
+    return 2 * value if value >= 0 else -2 * value - 1
+
+
+def _encode_model(model_id: str) -> bytes:
+    code = _MODEL_CODE_OF.get(model_id)
+    if code is not None:
+        return _varint(code)
+    name = model_id.encode("ascii")
+    return _varint(0) + bytes([len(name)]) + name
+
+
+def _encode_setting(key: str, value: float | str | None) -> bytes:
+    """One settings entry: tag, then the value."""
+    if value is None:
+        kind, payload = _NONE, b""
+    elif isinstance(value, int):
+        kind, payload = _INT, _varint(_zigzag(value))
+    elif isinstance(value, float):
+        kind, payload = _FLOAT, struct.pack("<d", value)
+    else:
+        kind, payload = _STR, _varint(len(value)) + value.encode("ascii")
+    return bytes([4 * SETTINGS_KEYS.index(key) + kind]) + payload
+
+
+def _encode_shapes(shapes: Sequence[tuple[int, ...]]) -> bytes:
+    runs = [(shape, sum(1 for _ in group)) for shape, group in itertools.groupby(shapes)]
+    out = _varint(len(shapes)) + _varint(len(runs))
+    for shape, length in runs:
+        out += _varint(length) + bytes([len(shape)]) + b"".join(map(_varint, shape))
+    return out
+
+
+def _encode_header_body(header: Header) -> bytes:
+    settings = b"".join(_encode_setting(key, value) for key, value in header.settings.items())
+    return b"".join(
+        [
+            _encode_model(header.model_id),
+            header.weights_digest,
+            _varint(len(header.settings)),
+            settings,
+            _encode_shapes(header.shapes),
+        ]
+    )
+
+
+def _stream_bytes(words: np.ndarray) -> memoryview:
+    """The stream as stored: words little-endian, the last word's high zero bytes left out."""
+    data = memoryview(np.ascontiguousarray(words, dtype="<u4")).cast("B")
+    if words.size == 0:
+        return data
+    top_bytes = max(1, (int(words[-1]).bit_length() + 7) // 8)
+    return data[: len(data) - 4 + top_bytes]
+
+
 class ContainerWriter:
-    """Streams a ``.bbc`` file: :meth:`write_header`, :meth:`write_chunk` (in image order)
-    as many times as needed, then :meth:`finalize`.
+    """Streams a ``.bbc`` file: :meth:`write_header`, then :meth:`write_chunk` (in image
+    order) as many times as needed, then :meth:`finalize`.
 
     Nothing but the current chunk is held in memory. As a context manager it finalizes on
     a clean exit (and leaves the file unfinished, hence unreadable, after an exception).
@@ -631,11 +666,11 @@ class ContainerWriter:
 
     Example:
         >>> import io, numpy as np
-        >>> header = Header("m", bytes(32), {}, SeedPolicy("numpy.PCG64", 1, 4), ((1, 1),))
+        >>> header = Header("m", bytes(4), {}, ((1, 1),))
         >>> buf = io.BytesIO()
         >>> with ContainerWriter(buf) as w:
         ...     _ = w.write_header(header)
-        ...     _ = w.write_chunk(Chunk(0, 1, np.zeros(3, np.uint32), bytes(32)))
+        ...     _ = w.write_chunk(Chunk(0, 1, np.ones(3, np.uint32), bytes(4)))
         >>> ContainerReader(io.BytesIO(buf.getvalue())).header == header
         True
     """
@@ -645,7 +680,6 @@ class ContainerWriter:
         self._header: Header | None = None
         self._header_crc = 0
         self._next_first = 0
-        self._n_chunks = 0
         self._finalized = False
         self.bytes_written = 0
 
@@ -658,25 +692,38 @@ class ContainerWriter:
         return n
 
     def write_header(self, header: Header) -> int:
-        """Write the preamble and header. Returns the number of bytes written."""
+        """Write the header record. Returns the number of bytes written.
+
+        Raises:
+            ContainerError: if a header was written already, or ``header`` is not a
+                version-3 `Header`.
+        """
         if self._header is not None:
             raise ContainerError("header already written")
         if not isinstance(header, Header):
             raise ContainerError(f"expected a Header, got {type(header).__name__}")
+        if header.version != FORMAT_VERSION:
+            raise ContainerError(
+                f"cannot write a version {header.version} header: this writer writes format "
+                f"version {FORMAT_VERSION} only"
+            )
         body = _encode_header_body(header)
         if len(body) > MAX_HEADER_BYTES:
             raise ContainerError(f"header of {len(body)} bytes is more than {MAX_HEADER_BYTES}")
-        pre = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(body))
-        pre_crc = zlib.crc32(pre)
-        self._header_crc = zlib.crc32(body, pre_crc)
+        record = MAGIC + bytes([FORMAT_VERSION]) + _varint(len(body)) + body
+        self._header_crc = zlib.crc32(record)
         self._header = header
-        return self._write(pre, _U32.pack(pre_crc), body, _U32.pack(self._header_crc))
+        return self._write(record, _U32.pack(self._header_crc))
 
     def write_chunk(self, chunk: Chunk) -> int:
         """Write the next chunk; its images must follow the previous chunk's.
 
         Returns:
             The number of bytes written (framing included).
+
+        Raises:
+            ContainerError: out of order, past the last image, or a pixel digest of
+                another length than :func:`pixel_digest_bytes` of the chunk's subpixels.
         """
         header = self._require_open()
         if not isinstance(chunk, Chunk):
@@ -686,28 +733,28 @@ class ContainerWriter:
                 f"chunk with images {chunk.first}..{chunk.stop - 1} does not continue at image "
                 f"{self._next_first} of {header.image_count}"
             )
-        frame = _CHUNK_FRAME.pack(
-            _CHUNK_TAG, chunk.first, chunk.count, chunk.words.size, chunk.pixels_sha256
-        )
-        frame_crc = zlib.crc32(frame, self._header_crc)
-        payload = np.ascontiguousarray(chunk.words, dtype="<u4")
-        view = memoryview(payload).cast("B")
-        n = self._write(frame, _U32.pack(frame_crc), view, _U32.pack(zlib.crc32(view, frame_crc)))
+        subpixels = _subpixels(header, chunk.first, chunk.count)
+        if len(chunk.pixels_digest) != pixel_digest_bytes(subpixels):
+            raise ContainerError(
+                f"chunk with images {chunk.first}..{chunk.stop - 1}: a pixel digest of "
+                f"{len(chunk.pixels_digest)} bytes, its {subpixels:,} subpixels take "
+                f"{pixel_digest_bytes(subpixels)}"
+            )
+        stream = _stream_bytes(chunk.words)
+        framing = _varint(chunk.count) + _varint(len(stream)) + chunk.pixels_digest
+        crc = zlib.crc32(stream, zlib.crc32(framing, self._header_crc))
         self._next_first = chunk.stop
-        self._n_chunks += 1
-        return n
+        return self._write(framing, stream, _U32.pack(crc))
 
-    def finalize(self) -> int:
-        """Write the end record once every image is in a chunk. Returns bytes written."""
+    def finalize(self) -> None:
+        """Check that every image is in a chunk (the file has no end record to write)."""
         header = self._require_open()
         if self._next_first != header.image_count:
             raise ContainerError(
                 f"cannot finalize: images {self._next_first}..{header.image_count - 1} have "
                 "no chunk"
             )
-        end = _END.pack(_END_TAG, self._n_chunks)
         self._finalized = True
-        return self._write(end, _U32.pack(zlib.crc32(end, self._header_crc)))
 
     def _require_open(self) -> Header:
         if self._header is None:
@@ -727,13 +774,234 @@ class ContainerWriter:
 # --------------------------------------------------------------------------- reading
 
 
+def _remaining(f: BinaryIO) -> int | None:
+    """Bytes from the current position to the end, if the stream can tell."""
+    try:
+        if not f.seekable():
+            return None
+        here = f.tell()
+        end = f.seek(0, io.SEEK_END)
+        f.seek(here)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return end - here
+
+
+class _Input:
+    """Fields read from a binary file object, with a running CRC of the bytes read.
+
+    Also reads a header body (`bbcodec.container_v2` reads version 2 with it). Running
+    past the end, a bad varint or a CRC mismatch is a :class:`ContainerError`.
+
+    Args:
+        f: The file object, at the start of what is to be read.
+        name: What it is, for messages (``"file"``, ``"header body"``).
+    """
+
+    def __init__(self, f: BinaryIO, name: str) -> None:
+        self._f = f
+        self._name = name
+        self._size = _remaining(f)
+        self.pos = 0
+        self.crc = 0  # crc32 of the bytes read since a record set it to its initial value
+
+    def read(self, n: int, what: str) -> bytes:
+        """Exactly ``n`` bytes, allocating no more than the input really holds."""
+        if self._size is not None and n > self._size - self.pos:
+            raise self._truncated(n, self._size - self.pos, what)
+        parts = []
+        got = 0
+        while got < n:
+            piece = self._f.read(min(n - got, _READ_PIECE))
+            if not piece:
+                raise self._truncated(n, got, what)
+            parts.append(piece)
+            got += len(piece)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.pos += n
+        self.crc = zlib.crc32(data, self.crc)
+        return data
+
+    def _truncated(self, n: int, left: int, what: str) -> ContainerError:
+        return ContainerError(
+            f"truncated {self._name}: {what} needs {n} bytes at byte {self.pos}, only {left} left"
+        )
+
+    def u8(self, what: str) -> int:
+        return self.read(1, what)[0]
+
+    def unpack(self, fmt: str, what: str) -> tuple[Any, ...]:
+        return struct.unpack(fmt, self.read(struct.calcsize(fmt), what))
+
+    def varint(self, what: str) -> int:
+        """An unsigned LEB128 varint of at most 10 bytes, in its shortest form."""
+        start = self.pos
+        value = 0
+        for i in range(_MAX_VARINT_BYTES):
+            byte = self.u8(what)
+            value |= (byte & 0x7F) << (7 * i)
+            if byte < 0x80:
+                if byte == 0 and i > 0:
+                    raise ContainerError(
+                        f"{what} at byte {start} of the {self._name}: varint not in its "
+                        "shortest form"
+                    )
+                return value
+        raise ContainerError(
+            f"{what} at byte {start} of the {self._name}: varint longer than "
+            f"{_MAX_VARINT_BYTES} bytes"
+        )
+
+    def check_crc(self, what: str) -> int:
+        """Read a stored u32 CRC and check it against :attr:`crc`.
+
+        Returns:
+            The CRC, from which the running CRC restarts (the next CRC chains from it).
+        """
+        expected = self.crc
+        (stored,) = self.unpack("<I", f"{what} CRC")
+        if stored != expected:
+            raise ContainerError(f"{what}: CRC mismatch, the file is corrupted")
+        self.crc = expected
+        return expected
+
+    def check_end(self, after: str) -> None:
+        """Raise unless the input ends here."""
+        if self._f.read(1):
+            extra = "" if self._size is None else f" ({self._size - self.pos} bytes)"
+            raise ContainerError(f"trailing bytes after {after} at byte {self.pos}{extra}")
+
+
+def _read_model(body: _Input) -> str:
+    code = body.varint("model code")
+    if code == 0:
+        n = body.u8("model id length")
+        return body.read(n, "model id").decode("latin-1")  # Header checks it is ASCII
+    if code not in MODEL_CODES:
+        raise ContainerError(f"unknown model code {code}: file from a newer bbcodec?")
+    return MODEL_CODES[code]
+
+
+def _read_setting_value(body: _Input, kind: int, what: str) -> Any:
+    """One setting's value of type ``kind`` (Header checks range, finiteness, ASCII)."""
+    if kind == _INT:
+        stored = body.varint(what)
+        if stored > _U64_MAX:
+            raise ContainerError(f"{what}: integer does not fit in 64 bits")
+        return (stored >> 1) ^ -(stored & 1)
+    if kind == _FLOAT:
+        return body.unpack("<d", what)[0]
+    if kind == _STR:
+        n = body.varint(f"{what} length")
+        if n > _MAX_TEXT:
+            raise ContainerError(f"{what}: a string of {n} bytes, more than {_MAX_TEXT}")
+        return body.read(n, what).decode("latin-1")
+    return None
+
+
+def _read_settings(body: _Input) -> dict[str, Any]:
+    n = body.varint("settings count")
+    settings: dict[str, Any] = {}
+    last = -1
+    for i in range(n):
+        key, kind = divmod(body.u8(f"setting {i} tag"), 4)
+        if key >= len(SETTINGS_KEYS):
+            raise ContainerError(f"unknown setting key index {key}: file from a newer bbcodec?")
+        if key <= last:
+            raise ContainerError(f"setting {SETTINGS_KEYS[key]} out of order: keys must increase")
+        settings[SETTINGS_KEYS[key]] = _read_setting_value(
+            body, kind, f"setting {SETTINGS_KEYS[key]}"
+        )
+        last = key
+    return settings
+
+
+def _read_shapes(body: _Input) -> list[tuple[int, ...]]:
+    image_count = body.varint("image count")
+    if image_count > MAX_IMAGES:
+        raise ContainerError(f"image count {image_count} is more than the limit {MAX_IMAGES}")
+    n_runs = body.varint("shape runs")
+    if n_runs > image_count:
+        raise ContainerError(f"{n_runs} shape runs for {image_count} images")
+    shapes: list[tuple[int, ...]] = []
+    for r in range(n_runs):
+        length = body.varint(f"shape run {r} length")
+        if not 1 <= length <= image_count - len(shapes):
+            raise ContainerError(
+                f"shape run {r} of {length} images does not fit the image count {image_count}"
+            )
+        ndim = body.u8(f"shape run {r} ndim")
+        if ndim not in (2, 3):
+            raise ContainerError(f"shape run {r}: ndim {ndim}, expected 2 or 3")
+        dims = [body.varint(f"shape run {r} dim {d}") for d in range(ndim)]
+        shapes.extend(itertools.repeat(_shape(dims, f"shape run {r}"), length))
+    if len(shapes) != image_count:
+        raise ContainerError(f"shape runs cover {len(shapes)} images, header says {image_count}")
+    return shapes
+
+
+def _parse_header_body(data: bytes) -> Header:
+    body = _Input(io.BytesIO(data), "header body")
+    model_id = _read_model(body)
+    digest = body.read(WEIGHTS_DIGEST_BYTES, "weights digest")
+    settings = _read_settings(body)
+    shapes = _read_shapes(body)
+    body.check_end("the header fields")
+    return Header(model_id, digest, settings, tuple(shapes))
+
+
+def _read_header(src: _Input) -> tuple[Header, int]:
+    """The header record after the magic and version byte: (header, ``header_crc``)."""
+    body_len = src.varint("header length")
+    if body_len > MAX_HEADER_BYTES:
+        raise ContainerError(f"header length {body_len} is more than {MAX_HEADER_BYTES}")
+    data = src.read(body_len, "header")
+    header_crc = src.check_crc("header")
+    return _parse_header_body(data), header_crc
+
+
+def _read_chunk(
+    src: _Input, header: Header, header_crc: int, first: int, index: int, max_pixels: int | None
+) -> Chunk:
+    where = f"chunk {index} at byte {src.pos}"
+    src.crc = header_crc
+    count = src.varint(f"chunk {index} image count")
+    if not 1 <= count <= header.image_count - first:
+        raise ContainerError(
+            f"{where} holds {count} images, expected 1..{header.image_count - first} "
+            f"(images {first}..{header.image_count - 1} are left)"
+        )
+    n_bytes = src.varint(f"chunk {index} stream length")
+    if n_bytes > 4 * MAX_CHUNK_WORDS:
+        raise ContainerError(f"{where}: {n_bytes} stream bytes, more than {4 * MAX_CHUNK_WORDS}")
+    _check_chunk_pixels(header, first, count, max_pixels, where)
+    n_digest = pixel_digest_bytes(_subpixels(header, first, count))
+    digest = src.read(n_digest, f"chunk {index} pixel digest")
+    stream = src.read(n_bytes, f"chunk {index} stream")
+    src.check_crc(where)
+    words = np.frombuffer(stream + bytes(-n_bytes % 4), dtype="<u4")
+    return Chunk(first, count, words, digest)
+
+
+def _read_chunks(
+    src: _Input, header: Header, header_crc: int, max_pixels: int | None
+) -> Iterator[Chunk]:
+    first, index = 0, 0
+    while first < header.image_count:
+        chunk = _read_chunk(src, header, header_crc, first, index, max_pixels)
+        yield chunk
+        first, index = chunk.stop, index + 1
+    src.check_end("the last chunk" if header.image_count else "the header")
+
+
 class ContainerReader:
-    """Reads a ``.bbc`` file from a binary file object, one chunk at a time.
+    """Reads a ``.bbc`` file (format version 3 or 2) from a binary file object, one chunk
+    at a time.
 
     The header is read and verified on construction; iterating yields each chunk once its
-    CRCs and range have been checked, then verifies the end record and that nothing
-    follows it (so stop iterating early and those last checks are skipped). Only the
-    current chunk is held in memory. Iterate once.
+    CRC and range have been checked, then checks that nothing follows the last one (so stop
+    iterating early and that last check is skipped). Only the current chunk is held in
+    memory. Iterate once.
 
     Args:
         f: A binary file object positioned at the start of the file; seekable or not.
@@ -747,152 +1015,43 @@ class ContainerReader:
 
     Example:
         >>> import io
-        >>> reader = ContainerReader(io.BytesIO(dumps(
-        ...     Header("m", bytes(32), {}, SeedPolicy("numpy.PCG64", 1, 4), ()), [])))
+        >>> reader = ContainerReader(io.BytesIO(dumps(Header("m", bytes(4), {}, ()), [])))
         >>> reader.header.image_count, list(reader)
         (0, [])
     """
 
     def __init__(self, f: BinaryIO, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
-        self._f = f
-        self._pos = 0
-        self._size = self._find_size(f)
-        self._started = False
+        self._src = _Input(f, "file")
         self._max_pixels = max_pixels
+        self._started = False
         self.header, self._header_crc = self._read_header()
         check_claimed_pixels(self.header, max_pixels)
 
-    @staticmethod
-    def _find_size(f: BinaryIO) -> int | None:
-        """Bytes from the current position to the end, if the stream can tell."""
-        try:
-            if not f.seekable():
-                return None
-            here = f.tell()
-            end = f.seek(0, io.SEEK_END)
-            f.seek(here)
-        except (OSError, ValueError, AttributeError):
-            return None
-        return end - here
-
-    def _read(self, n: int, what: str) -> bytes:
-        """Exactly ``n`` bytes, allocating no more than the input really holds."""
-        if self._size is not None and n > self._size - self._pos:
-            raise ContainerError(
-                f"truncated: {what} needs {n} bytes at byte {self._pos}, only "
-                f"{self._size - self._pos} left"
-            )
-        parts = []
-        got = 0
-        while got < n:
-            piece = self._f.read(min(n - got, _READ_PIECE))
-            if not piece:
-                break
-            parts.append(piece)
-            got += len(piece)
-        if got < n:
-            raise ContainerError(
-                f"truncated: {what} needs {n} bytes at byte {self._pos}, only {got} left"
-            )
-        self._pos += n
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def _check_chunk_pixels(self, index: int, start: int, first: int, count: int) -> None:
-        """A decoder holds a chunk's images at once: refuse more than the limit allows."""
-        if self._max_pixels is None:
-            return
-        limit = MAX_DATASET_PIXELS_FACTOR * self._max_pixels
-        pixels = 0
-        for shape, run in itertools.groupby(self.header.shapes[first : first + count]):
-            pixels += shape[0] * shape[1] * sum(1 for _ in run)
-        if pixels > limit:
-            what = f"chunk {index} at byte {start}"
-            size = f"{count:,} images, {pixels:,} pixels in all"
-            raise _over_limit(
-                what, size, f"{limit:,} pixels per chunk, {MAX_DATASET_PIXELS_FACTOR} × max pixels"
-            )
-
     def _read_header(self) -> tuple[Header, int]:
-        magic = self._read(len(MAGIC), "magic")
+        magic = self._src.read(len(MAGIC), "magic")
         if magic != MAGIC:
             raise ContainerError(f"not a .bbc file: bad magic {magic!r}")
-        rest = self._read(_PREAMBLE_SIZE - len(MAGIC), "preamble")
-        _, version, body_len = _PREAMBLE.unpack(magic + rest[:-4])
-        if version != FORMAT_VERSION:
-            raise ContainerError(
-                f"unsupported .bbc format version {version} (this reader knows version "
-                f"{FORMAT_VERSION})"
-            )
-        (pre_crc,) = _U32.unpack(rest[-4:])
-        if zlib.crc32(magic + rest[:-4]) != pre_crc:
-            raise ContainerError("preamble CRC mismatch: the file is corrupted")
-        if body_len > MAX_HEADER_BYTES:
-            raise ContainerError(f"header length {body_len} is more than {MAX_HEADER_BYTES}")
-        body = self._read(body_len, "header")
-        (header_crc,) = _U32.unpack(self._read(4, "header CRC"))
-        if zlib.crc32(body, pre_crc) != header_crc:
-            raise ContainerError("header CRC mismatch: the file is corrupted")
-        return _decode_header_body(body), header_crc
+        version = self._src.u8("format version")
+        if version == FORMAT_VERSION:
+            return _read_header(self._src)
+        if version == _V2_VERSION_BYTE:
+            from bbcodec import container_v2  # here: container_v2 builds on this module
+
+            return container_v2.read_header(self._src)
+        raise ContainerError(
+            f"unsupported .bbc format version {version} (this reader knows versions 2 and "
+            f"{FORMAT_VERSION})"
+        )
 
     def __iter__(self) -> Iterator[Chunk]:
         if self._started:
             raise ContainerError("the chunks of this reader were already read")
         self._started = True
-        return self._chunks()
+        if self.header.version == FORMAT_VERSION:
+            return _read_chunks(self._src, self.header, self._header_crc, self._max_pixels)
+        from bbcodec import container_v2
 
-    def _chunks(self) -> Iterator[Chunk]:
-        total = self.header.image_count
-        next_first = 0
-        index = 0
-        while next_first < total:
-            start = self._pos
-            tag = self._read(4, f"chunk {index} tag")
-            if tag == _END_TAG:
-                raise ContainerError(
-                    f"end record at byte {start} but images {next_first}..{total - 1} have no chunk"
-                )
-            if tag != _CHUNK_TAG:
-                raise ContainerError(f"bad chunk tag {tag!r} at byte {start}: file corrupted")
-            rest = self._read(_CHUNK_FRAME.size, f"chunk {index} framing")
-            frame = tag + rest[:-4]
-            frame_crc = zlib.crc32(frame, self._header_crc)
-            if _U32.unpack(rest[-4:])[0] != frame_crc:
-                raise ContainerError(f"chunk {index} at byte {start}: framing CRC mismatch")
-            _, first, count, n_words, sha = _CHUNK_FRAME.unpack(frame)
-            if first != next_first or count < 1 or count > total - first:
-                raise ContainerError(
-                    f"chunk {index} at byte {start} holds images {first}..{first + count - 1}"
-                    f", expected a range starting at {next_first} within 0..{total - 1}"
-                )
-            if n_words > MAX_CHUNK_WORDS:
-                raise ContainerError(
-                    f"chunk {index} at byte {start}: {n_words} words, more than {MAX_CHUNK_WORDS}"
-                )
-            self._check_chunk_pixels(index, start, first, count)
-            payload = self._read(4 * n_words, f"chunk {index} stream")
-            (stored,) = _U32.unpack(self._read(4, f"chunk {index} stream CRC"))
-            if zlib.crc32(payload, frame_crc) != stored:
-                raise ContainerError(f"chunk {index} at byte {start}: stream CRC mismatch")
-            words = np.frombuffer(payload, dtype="<u4")
-            yield Chunk(first=first, count=count, words=words, pixels_sha256=sha)
-            next_first += count
-            index += 1
-        start = self._pos
-        tag = self._read(4, "end record")
-        if tag == _CHUNK_TAG:
-            raise ContainerError(f"extra chunk at byte {start} after all {total} images")
-        if tag != _END_TAG:
-            raise ContainerError(f"bad end-record tag {tag!r} at byte {start}: file corrupted")
-        rest = self._read(_END.size, "end record")
-        end = tag + rest[:-4]
-        if zlib.crc32(end, self._header_crc) != _U32.unpack(rest[-4:])[0]:
-            raise ContainerError(f"end record at byte {start}: CRC mismatch")
-        (_, n_chunks) = _END.unpack(end)
-        if n_chunks != index:
-            raise ContainerError(f"end record counts {n_chunks} chunks, the file has {index}")
-        if self._f.read(1):
-            extra = "" if self._size is None else f" ({self._size - self._pos} bytes)"
-            raise ContainerError(f"trailing bytes after the end record at byte {self._pos}{extra}")
+        return container_v2.read_chunks(self._src, self.header, self._header_crc, self._max_pixels)
 
 
 # --------------------------------------------------------------------------- in memory

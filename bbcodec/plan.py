@@ -240,6 +240,11 @@ class CodingPlan:
     spans: tuple[ChunkSpan, ...]
 
 
+#: Fewer pixels than this in all are coded with one torch thread: one 28×28 digit took 0.5 s
+#: with one thread and 25 s with two when the other core was busy (a one-digit file).
+MIN_PIXELS_FOR_THREADS = 1 << 16
+
+
 def plan_coding(
     runs: Sequence[tuple[Shape, int]],
     model_shape: Shape,
@@ -257,9 +262,13 @@ def plan_coding(
         workers: worker processes wanted (``None``: `default_workers`); capped at the
             number of chunks, and 1 off the CPU.
         device: torch device the model runs on.
-        threads: torch threads of this process, used when coding stays in-process.
+        threads: torch threads of this process, used when coding stays in-process and
+            the images hold at least `MIN_PIXELS_FOR_THREADS` pixels (fewer: one thread,
+            faster for so little work, and a file that records the default).
     """
     n_images = sum(count for _, count in runs)
+    if sum(shape[0] * shape[1] * count for shape, count in runs) < MIN_PIXELS_FOR_THREADS:
+        threads = 1
     n_tiled = sum(count for shape, count in runs if is_tiled(shape, model_shape))
     requested = default_workers(n_images, n_tiled) if workers is None else workers
     chunk_images, _ = plan_chunks(n_images - n_tiled, chunk_images, requested, device)

@@ -2,12 +2,13 @@
 
 The benchmark itself is `bbcodec.bench` (one round trip for datasets and photos, typed
 results); this module builds the command's arguments, prints the table, writes the JSON
-record (`bbcodec.bench.DatasetBench.to_dict`, `bbcodec.bench.PhotoBench.to_dict`) and
-draws the plot.
+record (`bbcodec.bench.DatasetBench.to_dict`, `bbcodec.bench.PerFileBench.to_dict`,
+`bbcodec.bench.PhotoBench.to_dict`) and draws the plot.
 
 On a dataset the plot shows the stack size after each batch, per image coded so far: it
 starts high (the initial bits of the seed, spread over few images) and falls towards the
-−ELBO as the seed amortises. On photos it shows bits/dim per photo.
+−ELBO as the seed amortises. With ``--per-file`` it shows each image's bbcodec file against
+its WebP and JPEG-XL files, in bytes. On photos it shows bits/dim per photo.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from bbcodec.errors import UsageError
 from bbcodec.plan import MAX_AUTO_CHUNK_IMAGES, MAX_BATCH_LIMIT
 
 if TYPE_CHECKING:
-    from bbcodec.bench import DatasetBench, PhotoBench
+    from bbcodec.bench import DatasetBench, PerFileBench, PhotoBench
 
 #: Exit code when the decoded images differ from the input (the JSON is still written).
 ROUNDTRIP_FAILED = 3
@@ -50,7 +51,15 @@ bits/dim against the number of images coded (the seed's initial bits amortising)
 Images of other sizes than the model's (a folder of photos, say ../shared/data/kodak with
 a VLAE) are benchmarked one file per photo: per-photo rates, −ELBO (tiled) and encode /
 decode seconds (each timed in the worker process that coded it), and the totals over all
-photos; the plot shows bits/dim per photo."""
+photos; the plot shows bits/dim per photo.
+
+With --per-file, every image of a dataset is coded alone into its own file, as `bbcodec
+compress IMAGE.png` codes it (in this process, with --threads; with --workers N > 1 the
+files are spread over N processes, one thread each, as `bbcodec compress --threads 1`
+codes them), and the report is in bytes per file: bbcodec's mean next to the −ELBO's and
+the PNG / WebP / JPEG-XL files of the same images, bbcodec's mean as a ratio of each, on
+how many images bbcodec's file is the smaller one, and seconds per file; --json adds every
+file's size. Photos are one file each anyway: --per-file changes nothing for them."""
 
 
 def _add_bench(subparsers, common) -> None:
@@ -58,11 +67,19 @@ def _add_bench(subparsers, common) -> None:
         subparsers, "bench", "achieved bits/dim vs −ELBO vs PNG/WebP/JPEG-XL, with speeds",
         DESCRIPTION,
         "bbcodec bench --model vlae-bmnist --data ../shared/data/binarized_mnist.npz -n 1000"
-        " --json bench.json",
+        " --json bench.json\n"
+        "  bbcodec bench --model vlae-bmnist --data ../shared/data/binarized_mnist.npz"
+        " --per-file -n 100",
         [common],
     )  # fmt: skip
     add_model_and_data(p)
     p.add_argument("-n", type=positive_int, metavar="N", help="the first N images only")
+    p.add_argument(
+        "--per-file", action="store_true",
+        help="code every image of a dataset alone, into its own file, as `bbcodec compress "
+        "IMAGE.png` does, and report bytes per file next to the −ELBO, PNG, WebP and JPEG-XL "
+        "(photos are one file each anyway: the same bench)",
+    )  # fmt: skip
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON to FILE")
     p.add_argument(
         "--plot", metavar="FILE.png",
@@ -81,7 +98,8 @@ def _add_bench(subparsers, common) -> None:
         "--workers",
         type=positive_int,
         metavar="N",
-        help=WORKERS_HELP + "; photos: one photo per worker at a time (default: one per core)",
+        help=WORKERS_HELP + "; photos: one photo per worker at a time (default: one per "
+        "core); --per-file: one file per worker at a time (default: 1)",
     )
     add_max_pixels(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -111,27 +129,36 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     check_output_folder(str(plot))
     if plot.suffix.lower() != ".png":
         raise UsageError(f"--plot {plot}: the plot is written as PNG; give a .png file name")
+    if args.per_file and (args.chunk_images or args.max_batch):
+        flag = "--chunk-images" if args.chunk_images else "--max-batch"
+        raise UsageError(
+            f"--per-file codes each image alone with the default settings: {flag} does not apply"
+        )
     if args.max_batch is not None and args.max_batch > MAX_BATCH_LIMIT:
         raise UsageError(
             f"--max-batch {args.max_batch}: a file records batches up to {MAX_BATCH_LIMIT}"
         )
     setup_torch(args)
-    from bbcodec.bench import BenchOptions, PhotoBench, run_bench
+    from bbcodec.bench import BenchOptions, DatasetBench, PerFileBench, PhotoBench, run_bench
 
     options = BenchOptions(
         chunk_images=args.chunk_images, workers=args.workers, max_batch=args.max_batch,
         seed=args.seed, device=args.device, progress=not args.quiet,
-        max_pixels=args.max_pixels,
+        max_pixels=args.max_pixels, per_file=args.per_file,
     )  # fmt: skip
     check_png_sizes(Path(args.data), args.max_pixels)  # before any PNG is decoded
     with pillow_unlimited():  # sizes checked: no raw DecompressionBombWarning
         result = run_bench(args.model, args.data, args.split, args.n, options)
-    photos = isinstance(result, PhotoBench)
-    (_print_photo_table if photos else _print_table)(result)
+    print_table, draw = {
+        DatasetBench: (_print_table, _plot_dataset),
+        PerFileBench: (_print_per_file_table, _plot_per_file),
+        PhotoBench: (_print_photo_table, _plot_photos),
+    }[type(result)]
+    print_table(result)
     if args.json:
         write_json(args.json, result.to_dict())
         print(f"wrote {args.json}")
-    (_plot_photos if photos else _plot_dataset)(result, plot)
+    draw(result, plot)
     print(f"wrote {plot}")
     if result.failure is not None:
         print(f"bbcodec: error: roundtrip failed: {result.failure}", file=sys.stderr)
@@ -171,6 +198,34 @@ def _print_table(r: DatasetBench) -> None:
           f" ({who}{threads} thread{'s' * (threads != 1)}, {r.settings.device});"
           f" −ELBO {r.elbo.images_per_s:.0f} images/s")  # fmt: skip
     verdict = "ok, every image decodes to itself" if trip.ok else "FAILED"
+    print(f"roundtrip  {verdict}")
+
+
+def _print_per_file_table(r: PerFileBench) -> None:
+    """Mean bytes per file (and bits/dim) of bbcodec, the −ELBO and the baselines, bbcodec's
+    mean as a ratio of each, and seconds per file, on stdout."""
+    means, ratio, smaller = r.mean_file_bytes, r.bbcodec_ratio, r.bbcodec_smaller
+    n, dims = r.n_images, r.dims_per_image
+
+    def row(label: str, size: float, vs: str = "", note: str = "") -> None:
+        print(f"  {label:<14} {size:10.1f} {8 * size / dims:9.4f}  {vs:>9}  {note}".rstrip())
+
+    print(f"model      {r.model}  ({r.elbo.family}, {r.elbo.n_params:,} parameters)")
+    print(f"data       {r.data} [{r.split}]: {n} images × {dims} dims, each its own file")
+    print(f"  {'':<14} {'bytes/file':>10} {'bits/dim':>9}  {'bbcodec ÷':>9}")
+    row("bbcodec", means["bbcodec"], "", "every byte of the file `bbcodec compress` writes")
+    row("−ELBO", r.neg_elbo_bytes, f"{ratio['neg_elbo']:.3f}x", "one z-sample per image")
+    for name, baseline in r.baselines.items():
+        note = f"bbcodec smaller on {smaller[name]} of {n}; {baseline.settings}"
+        row(name, means[name], f"{ratio[name]:.3f}x", note)
+    enc, dec = r.encode_seconds_per_file, r.decode_seconds_per_file
+    threads = r.settings.torch_threads
+    who = f"{r.workers} workers × " if r.workers > 1 else ""
+    print(f"speed      seconds per file: encode {enc['mean']:.3f} (max {enc['max']:.3f}), decode "
+          f"{dec['mean'] or float('nan'):.3f} (max {dec['max'] or float('nan'):.3f})"
+          f" ({who}{threads} thread{'s' * (threads != 1)}, {r.settings.device})")  # fmt: skip
+    failures = sum(not trip.ok for trip in r.trips)
+    verdict = "ok, every image decodes to itself" if not failures else f"FAILED ({failures})"
     print(f"roundtrip  {verdict}")
 
 
@@ -244,6 +299,29 @@ def _plot_dataset(r: DatasetBench, path: Path) -> None:
         ax.set_title(f"{r.model} on {Path(r.data).name} [{r.split}], {r.n_images} images",
                      fontsize=10)  # fmt: skip
         ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+
+
+def _plot_per_file(r: PerFileBench, path: Path) -> None:
+    """Each image's bbcodec file against its WebP and JPEG-XL files, in bytes."""
+    sizes = r.file_bytes
+    ours = sizes["bbcodec"]
+    others = [name for name in ("webp", "jpegxl") if name in sizes]
+    with _figure(path, (5.5, 5), 120) as ax:
+        for name in others:
+            smaller = f"bbcodec smaller on {r.bbcodec_smaller[name]}/{r.n_images}"
+            ax.plot(sizes[name], ours, "o", ms=3, alpha=0.6, label=f"vs {name}: {smaller}")
+        top = max(max(values) for values in sizes.values() if values) * 1.05
+        ax.plot([0, top], [0, top], "k-", lw=0.8, label="equal size")
+        ax.axhline(r.neg_elbo_bytes, color="C3", ls="--",
+                   label=f"mean −ELBO {r.neg_elbo_bytes:.1f} bytes")  # fmt: skip
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, top)
+        ax.set_xlabel("baseline file, bytes")
+        ax.set_ylabel("bbcodec file, bytes")
+        ax.set_title(f"{r.model} on {Path(r.data).name} [{r.split}]: {r.n_images} images, "
+                     "each its own file", fontsize=9)  # fmt: skip
+        ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
 
 

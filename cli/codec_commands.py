@@ -86,16 +86,17 @@ processes (one torch thread each); for a given --chunk-images the file's bytes d
 depend on the number of workers.
 
 The summary puts the rates side by side, in bits/dim and bits: the file size (every byte:
-header, seeds, chunk framing, ANS overhead), the information content of what was coded
-(−log2 P(x|z̄) − log2 P(z̄) + log2 Q(z̄|x) summed over images, net of the bits got back),
-the initial bits (seeds), and the model's −ELBO on the same images (an estimate: one
-z-sample per image, drawn with --seed).
+header, chunk framing, ANS overhead), the information content of what was coded
+(−log2 P(x|z̄) − log2 P(z̄) + log2 Q(z̄|x) summed over images, net of the bits got back;
+each chunk's first images, coded before there are bits to get back, count what they
+cost), and the model's −ELBO on the same images (an estimate: one z-sample per image,
+drawn with --seed).
 
 -v adds one line per image: the model's bits (its −ELBO estimate for the image), the bits
 written for it, and the difference. Images of a batch share one ANS stack, so "written"
 is the image's information content as coded (the formula above, for the z̄ the coder
 popped for it); these sum to the information line. The file additionally holds the
-header, the seeds and the ANS overhead."""
+header, the chunk framing and the ANS overhead."""
 
 DECOMPRESS_DESCRIPTION = """\
 Decompress a .bbc file. OUT ending in .npy gets one uint8 array ((N, H, W) or
@@ -105,9 +106,9 @@ folder of PNGs, 000000.png, 000001.png, … in file order: binary images as 1-bi
 (pixel values 0/1), grey as 8-bit grey, RGB as 8-bit RGB — `bbcodec compress` reads them
 back to the same pixels.
 
-Every chunk is verified (the ANS stack must return exactly to its seed and the pixels must
-match their sha256), and so is the end of the file (its end record, no bytes after it),
-whatever the output; a damaged file, one made with other weights, or one that claims an
+Every chunk is verified (its CRC, the ANS stack must return exactly to where the encoder
+started, and the pixels must match their digest), and so is the end of the file (no bytes
+after the last chunk), whatever the output; a damaged file, one made with other weights, or one that claims an
 image over --max-pixels is an error and nothing is written. Decoding runs on the device
 and with the torch thread count the file records (see `--device`); with --workers, each
 worker process decodes whole chunks with that thread count, and the images come out in
@@ -311,13 +312,24 @@ def _print_compress_summary(out, report, runs, config, model_name, registered, e
          f"{report.file_bits // 8:,} bytes: every byte of the file"),
         ("information", report.information_bits,
          "coded content, net of bits back: −log2 P(x|z̄) − log2 P(z̄) + log2 Q(z̄|x)"),
-        ("initial bits", report.initial_bits,
-         f"seeds of {n_chunks} chunk{'s' if n_chunks > 1 else ''}, included in the file"),
         ("−ELBO (estimate)", float(elbo_bits.sum()), "the model's, one z-sample per image"),
     ]  # fmt: skip
+    if report.initial_bits:  # seeded chunks (format 2's way, still a setting)
+        rows.insert(
+            2,
+            (
+                "initial bits",
+                report.initial_bits,
+                f"seeds of {n_chunks} chunk{'s' if n_chunks > 1 else ''}, in the file",
+            ),
+        )
+    direct = sum(chunk.direct_items for chunk in report.chunks)
     print(f"{'':18}{'bits/dim':>10}{'bits':>14}")
     for label, bits, note in rows:
         print(f"{label:18}{bits / dims:10.4f}{bits:14,.0f}   {note}")
+    if direct:
+        print(f"{direct} image{'s' if direct > 1 else ''} (or tile groups) coded without bits "
+              "back, one or a few per chunk: the stack starts empty")  # fmt: skip
 
 
 def _print_per_image(labels, elbo_bits, written_bits) -> None:
@@ -388,7 +400,7 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
             f"the file holds {n} image{'s' if n != 1 else ''}; -o NAME.png takes a one-image "
             "file: give a folder or a .npy"
         )
-    settings = CodingSettings.from_dict(dict(header.settings))
+    settings = CodingSettings.from_header(header)
     if args.device is not None and args.device != settings.device:
         raise DecodeError(
             f"the file was encoded on {settings.device}; decode it with --device "
@@ -442,7 +454,7 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
     what = "one array" if as_npy else "one PNG" if as_png else "PNGs"
     size = "×".join(map(str, shape[:2])) if len(shapes) <= 1 else "mixed-size"
     print(f"decompressed {n} {kind} {size} image{'s' if n != 1 else ''} → {out} ({what}); "
-          "every chunk verified (seed restored, pixel sha256 matched)")  # fmt: skip
+          "every chunk verified (CRC, stack restored, pixel digest matched)")  # fmt: skip
     return 0
 
 

@@ -5,7 +5,10 @@ bits-back coding needs, for a batch of B images of shape (H, W) or (H, W, 3):
 
 - ``posterior(images)`` — Q(z̄|x) on the latent grid, one quantised Gaussian per latent;
 - ``prior(B)``          — P(z̄), autoregressive over the D latent dimensions;
-- ``likelihood(z̄)``     — P(x|z̄), autoregressive over the H·W pixels in raster order.
+- ``likelihood(z̄)``     — P(x|z̄), autoregressive over the H·W pixels in raster order;
+- ``direct_walk`` and ``direct_offsets(B)`` — a latent coded without bits back (a chunk's
+  first image): chosen by the encoder near the posterior mean, in steps of the prior's
+  conditional standard deviation, and coded as those step numbers.
 
 Latent symbols are (B, D) int32 grid indices; images are (B, H, W[, 3]) uint8.
 
@@ -62,6 +65,10 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return coder_float64(t.detach().cpu().numpy())
 
 
+#: A directly coded latent lies within this many steps of its prior mean, each dimension.
+DIRECT_OFFSET_LIMIT = 8
+
+
 class ModelAdapter:
     """Codecs for one model, one latent grid and one device.
 
@@ -70,14 +77,17 @@ class ModelAdapter:
         grid: the latent grid (Δ a power of two).
         device: torch device the model runs on.
         window_stds: the posterior's window in standard deviations (``None``: the grid).
+        direct_stds: the step of a directly coded latent, in prior standard deviations.
     """
 
     def __init__(
-        self, model, grid: LatentGrid, device: str = "cpu", window_stds: float | None = None
-    ):
+        self, model, grid: LatentGrid, device: str = "cpu", window_stds: float | None = None,
+        direct_stds: float = 3.0,
+    ):  # fmt: skip
         self.model = model.to(device).eval()
         self.grid = grid
         self.window_stds = window_stds
+        self.direct_stds = direct_stds
         self.device = device
         config = model.config
         self.kind = config.kind
@@ -110,6 +120,48 @@ class ModelAdapter:
             all_params_by_steps(step_params), step_params, self.latent_dim, (batch,),
         )  # fmt: skip
         return Relayout(codec, lambda s: s.T, lambda s: np.ascontiguousarray(s.T))
+
+    def direct_offsets(self, batch: int) -> QuantizedGaussian:
+        """The code of (B, D) direct-latent step numbers k in ±`DIRECT_OFFSET_LIMIT`: k has
+        the mass of [(k − ½)·s, (k + ½)·s] under N(0, 1), s = ``direct_stds``."""
+        shape = (batch, self.latent_dim)
+        steps = LatentGrid(self.direct_stds, DIRECT_OFFSET_LIMIT)
+        return QuantizedGaussian(np.zeros(shape), np.ones(shape), steps)
+
+    @torch.no_grad()
+    def direct_walk(
+        self, *, toward: np.ndarray | None = None, offsets: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One directly coded latent, dimension by dimension along the prior.
+
+        Dimension i is the prior's conditional mean μ_i plus k_i·s·σ_i (σ_i its std,
+        s = ``direct_stds``), rounded onto the grid; the grid value is what later
+        dimensions are conditioned on. The encoder passes ``toward`` (the posterior mean,
+        (1, D) latent units) and gets the k nearest it; the decoder passes the ``offsets``
+        k (1, D) it popped. Both sides run the prior's step function on a batch of one,
+        as the prior codec does, so they compute the same grid symbols.
+
+        Returns:
+            (offsets k, grid symbols), each (1, D) int32.
+        """
+        known = offsets if offsets is not None else toward
+        if known is None or known.shape != (1, self.latent_dim):
+            raise ValueError(f"direct_walk needs one latent of {self.latent_dim} dimensions")
+        z = np.zeros((1, self.latent_dim), dtype=np.float32)
+        steps = np.zeros((1, self.latent_dim), dtype=np.int32)
+        symbols = np.zeros((1, self.latent_dim), dtype=np.int32)
+        for i in range(self.latent_dim):
+            g = self.model.prior_step(torch.from_numpy(z).to(self.device), i)
+            mean, std = _to_numpy(g.mean), _to_numpy(g.std) * self.direct_stds
+            if offsets is None:
+                k = np.rint((toward[:, i] - mean) / std)
+                steps[:, i] = np.clip(k, -DIRECT_OFFSET_LIMIT, DIRECT_OFFSET_LIMIT)
+            else:
+                steps[:, i] = offsets[:, i]
+            value = np.rint((mean + steps[:, i] * std) / self.grid.step)
+            symbols[:, i] = np.clip(value, -self.grid.n_half, self.grid.n_half)
+            z[:, i] = self.grid.to_values(symbols[:, i])
+        return steps, symbols
 
     # ----- pixels ---------------------------------------------------------------------
     def _pixel_leaf(self, params: Any, batch: int) -> Codec:

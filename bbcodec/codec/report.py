@@ -18,17 +18,22 @@ class ChunkRate(RateReport):
     ``net_bits`` includes the trailer, ``information_bits`` does not) plus its layout.
 
     Attributes:
-        batch_sizes: the batch schedule used (``(1,)`` for a tiled image).
-        stack_bits: bits on the stack (seed included, trailer not) after each batch, in
-            schedule order: the cumulative cost as the seed amortises.
+        batch_sizes: the bits-back batch schedule used (``(1,)`` for a tiled image).
+        stack_bits: bits on the stack (seed included, trailer not) after each direct
+            image and batch, in coding order: the cumulative cost as the start amortises.
         image_information_bits: each image's share of ``information_bits``
             (−log₂ P(x|z̄) − log₂ P(z̄) + log₂ Q(z̄|x) for the z̄ popped for it), in image
             order; ``None`` if the codecs' layout did not allow the split.
+        direct_items: images coded without bits back, first (tile groups, for a tiled
+            image).
+        n_images: images in the chunk.
     """
 
     batch_sizes: tuple[int, ...] = ()
     stack_bits: tuple[int, ...] = ()
     image_information_bits: tuple[float, ...] | None = None
+    direct_items: int = 0
+    n_images: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,13 @@ class CompressReport:
         return sum(chunk.initial_bits for chunk in self.chunks)
 
     @property
+    def chunk_images(self) -> tuple[int, ...]:
+        """Images in each chunk."""
+        return tuple(chunk.n_images for chunk in self.chunks)
+
+    @property
     def chunk_batch_sizes(self) -> tuple[tuple[int, ...], ...]:
-        """Batch schedule of each chunk."""
+        """Bits-back batch schedule of each chunk (after its direct images)."""
         return tuple(chunk.batch_sizes for chunk in self.chunks)
 
     @property

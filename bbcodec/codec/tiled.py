@@ -19,8 +19,11 @@ any ``(H, W)`` as follows.
   with P(x | z̄, earlier pixels); push z̄_T with Q(z̄_T | x_T) for the tiles whose last
   pixel is at step t (← bits-back step), then scramble the head (`Message.mix_head`).
   The encoder runs exactly that backwards (t from last to first, each pop a push and
-  each push a pop), so the first posterior pop needs only one tile's worth of seed bits,
-  and every later one is paid for by the pixels pushed before it.
+  each push a pop), so every posterior pop is paid for by the pixels pushed before it —
+  except the first: on an empty stack (``initial_bits="direct"``) the encoder's first
+  group of tiles (the bottom right) is coded directly, its latents chosen by the encoder
+  (`ModelAdapter.direct_walk`) and pushed as step numbers at their first step, and so are
+  the next groups while the stack cannot pay for their pop.
 
 Determinism: every tile's feature map is computed alone (batch of one), priors and
 posteriors are computed for the same groups of tiles on both sides, and a pixel step
@@ -40,7 +43,8 @@ import numpy as np
 import torch
 
 from bbcodec.codec.adapter import ModelAdapter
-from bbcodec.coding import Message
+from bbcodec.codec.batched import MAX_DIRECT, Coded
+from bbcodec.coding import Message, MessageUnderflowError
 from bbcodec.errors import DecodeError, ImageKindError
 from bbcodec.models.tiles import padded_tiles, tile_boxes
 
@@ -106,6 +110,7 @@ class TiledImage:
         self.starts, self.ends = self.plan.tiles_by_step()
         self.stepper = adapter.model.decoder.stepper(self._zero_features(adapter, shape))
         self.latents = np.zeros((len(self.tiles), adapter.latent_dim), dtype=np.int32)
+        self.offsets = np.zeros((len(self.tiles), adapter.latent_dim), dtype=np.int32)
 
     @staticmethod
     def _zero_features(adapter: ModelAdapter, shape: tuple[int, ...]) -> torch.Tensor:
@@ -147,45 +152,109 @@ class TiledImage:
         return self.adapter.pixel_codec(self.stepper.params_at(rows, cols)[0])
 
     # ----- the two directions -----------------------------------------------------------
-    def push(self, message: Message, image: np.ndarray) -> None:
-        """Encode ``image`` onto ``message`` (raises `MessageUnderflowError` if the stack
-        cannot pay for a tile's posterior pop; the message is then unusable)."""
+    def direct_tiles(self, n_direct: int) -> set[int]:
+        """The tiles of the first ``n_direct`` groups the encoder reaches (ends, last first)."""
+        return {i for t in sorted(self.ends, reverse=True)[:n_direct] for i in self.ends[t]}
+
+    def _push_latents(self, message: Message, tiles: list[int], direct: set[int]) -> None:
+        """Push the latents of ``tiles`` (they start at this step): bits-back ones with the
+        prior, then direct ones as their step numbers."""
+        a = self.adapter
+        bits_back = [i for i in tiles if i not in direct]
+        if bits_back:
+            a.prior(len(bits_back)).push(message, self.latents[bits_back])
+        chosen = [i for i in tiles if i in direct]
+        if chosen:
+            a.direct_offsets(len(chosen)).push(message, self.offsets[chosen])
+
+    def _pop_latents(self, message: Message, tiles: list[int], direct: set[int]) -> None:
+        """The mirror of `_push_latents`: set the latents of ``tiles``."""
+        a = self.adapter
+        chosen = [i for i in tiles if i in direct]
+        if chosen:
+            offsets = a.direct_offsets(len(chosen)).pop(message)
+            for row, index in enumerate(chosen):
+                self._set_latents([index], a.direct_walk(offsets=offsets[row : row + 1])[1])
+        bits_back = [i for i in tiles if i not in direct]
+        if bits_back:
+            self._set_latents(bits_back, a.prior(len(bits_back)).pop(message))
+
+    def _choose_direct(self, image: np.ndarray, tiles: list[int]) -> None:
+        """Pick the latents of directly coded ``tiles`` (`ModelAdapter.direct_walk`)."""
+        a = self.adapter
+        means = a.posterior(self._tile_pixels(image, tiles)).means.reshape(len(tiles), -1)
+        for row, index in enumerate(tiles):
+            offsets, symbols = a.direct_walk(toward=means[row : row + 1])
+            self.offsets[index] = offsets[0]
+            self._set_latents([index], symbols)
+
+    def push(self, message: Message, image: np.ndarray, min_direct: int | None) -> int:
+        """Encode ``image`` onto ``message``; returns the number of tile groups coded
+        directly (see `bbcodec.codec.batched.BatchedLayout.push` for ``min_direct``).
+
+        Raises:
+            MessageUnderflowError: the stack cannot pay for a posterior pop of a group that
+                may not be coded directly; the message is then unusable.
+        """
         a = self.adapter
         everything = torch.from_numpy(np.array(image)).to(a.device)  # a writable copy
         rows, cols = torch.meshgrid(
             torch.arange(self.shape[0]), torch.arange(self.shape[1]), indexing="ij"
         )
         self.stepper.write_at(rows.flatten(), cols.flatten(), everything.flatten(0, 1)[None])
+        direct: set[int] = set()
+        n_direct = group = 0
         for t in reversed(range(self.plan.n_steps)):
             ending = self.ends.get(t)
             if ending:
-                message.mix_head()
-                latents = a.posterior(self._tile_pixels(image, ending)).pop(message)
-                self._set_latents(ending, latents)
+                chosen = min_direct is not None and group < min_direct
+                if not chosen:
+                    message.mix_head()
+                    try:
+                        latents = a.posterior(self._tile_pixels(image, ending)).pop(message)
+                        self._set_latents(ending, latents)
+                    except MessageUnderflowError:
+                        message.mix_head()  # leave the message as it was
+                        if min_direct is None or group != n_direct or group >= MAX_DIRECT:
+                            raise
+                        chosen = True
+                if chosen:
+                    self._choose_direct(image, ending)
+                    direct.update(ending)
+                    n_direct += 1
+                group += 1
             rows, cols = self.plan.positions(t)
             if len(rows):  # a step is empty only in images narrower than the skew
                 self._pixel_codec(rows, cols).push(message, image[rows.numpy(), cols.numpy()])
             starting = self.starts.get(t)
             if starting:
-                a.prior(len(starting)).push(message, self.latents[starting])
+                self._push_latents(message, starting, direct)
+        return n_direct
 
-    def pop(self, message: Message) -> np.ndarray:
-        """Decode the image from ``message`` (restoring the bits the encoder popped)."""
+    def pop(self, message: Message, n_direct: int) -> np.ndarray:
+        """Decode the image from ``message`` (restoring the bits the encoder popped), the
+        first ``n_direct`` tile groups of the encoder having been coded directly."""
         a = self.adapter
+        direct = self.direct_tiles(n_direct)
+        bits_back_ends = [t for t in self.ends if not direct.issuperset(self.ends[t])]
+        last_bits_back = max(bits_back_ends, default=-1)
         image = np.zeros(self.shape, dtype=np.uint8)
+        message.underflow_guard = last_bits_back >= 0
         for t in range(self.plan.n_steps):
             starting = self.starts.get(t)
             if starting:
-                self._set_latents(starting, a.prior(len(starting)).pop(message))
+                self._pop_latents(message, starting, direct)
             rows, cols = self.plan.positions(t)
             if len(rows):
                 pixels = self._pixel_codec(rows, cols).pop(message).astype(np.uint8)
                 image[rows.numpy(), cols.numpy()] = pixels
                 self.stepper.write_at(rows, cols, torch.from_numpy(pixels)[None].to(a.device))
             ending = self.ends.get(t)
-            if ending:
+            if ending and not direct.issuperset(ending):
                 a.posterior(self._tile_pixels(image, ending)).push(message, self.latents[ending])
                 message.mix_head()
+                if t == last_bits_back:  # the rest was pushed before the encoder's first pop
+                    message.underflow_guard = False
         return image
 
 
@@ -197,29 +266,31 @@ class TiledLayout:
         shape: ``(H, W)`` or ``(H, W, 3)`` of the image.
     """
 
+    codes_batches = False
+
     def __init__(self, adapter: ModelAdapter, shape: tuple[int, ...]):
         self.tiled = TiledImage(adapter, shape)
 
-    def push(
-        self, message: Message, images: np.ndarray, meter, report: Callable[[int], None]
-    ) -> tuple[list[int], list[int]]:
-        """Encode the (1, H, W[, 3]) image; returns the schedule ``[1]`` and the stack bits.
+    def direct_limit(self, n_images: int) -> int:
+        """The most tile groups the image may code directly."""
+        return min(len(self.tiled.ends), MAX_DIRECT)
 
-        Raises:
-            MessageUnderflowError: the stack cannot pay for a tile's posterior pop.
-        """
+    def push(
+        self, message: Message, images: np.ndarray, meter, report: Callable[[int], None],
+        min_direct: int | None,
+    ) -> Coded:  # fmt: skip
+        """Encode the (1, H, W[, 3]) image (see `TiledImage.push`)."""
         meter.first, meter.batch = 0, 1
-        self.tiled.push(message, images[0])
+        n_direct = self.tiled.push(message, images[0], min_direct)
         report(1)
-        return [1], [message.num_bits()]
+        return Coded(n_direct, (1,), (message.num_bits(),))
 
     def pop(
-        self, message: Message, schedule: list[int], out: np.ndarray,
-        report: Callable[[int], None],
-    ) -> None:  # fmt: skip
+        self, message: Message, coded: Coded, out: np.ndarray, report: Callable[[int], None]
+    ) -> None:
         """Decode the image into ``out`` (1, H, W[, 3])."""
-        if len(out) != 1 or schedule != [1]:
+        if len(out) != 1 or coded.batches != (1,):
             shape = self.tiled.shape
             raise DecodeError(f"a chunk of {len(out)} images of shape {shape}: expected 1")
-        out[0] = self.tiled.pop(message)
+        out[0] = self.tiled.pop(message, coded.n_direct)
         report(1)

@@ -7,9 +7,11 @@ probabilities) and adds what bits-back coding needs on top of it:
   from a named, seeded generator, so the first pops have real bits to consume and the file
   can record (or regenerate) them;
 * a typed **underflow** error: constriction's coder decodes silently from an exhausted
-  stack, so :meth:`Message.pop` checks the coder state after every decode call;
-* a full-state equality and :meth:`Message.check_seed`, so decoding can prove that the
-  stack is the seed again, bit for bit.
+  stack, so :meth:`Message.pop` checks the coder state after every decode call (unless
+  :attr:`Message.underflow_guard` is off: a decoder popping the last symbols an encoder
+  pushed onto an :meth:`Message.empty` stack drains it to nothing, legitimately);
+* a full-state equality, :meth:`Message.check_seed` and :meth:`Message.check_empty`, so
+  decoding can prove that the stack is what it started from again, bit for bit.
 
 Example:
     >>> import constriction
@@ -128,10 +130,13 @@ class Message:
     between ``32 * (n - 2)`` and ``32 * (n - 1)`` bits.
 
     Attributes:
-        seed: The seed this message started from, or ``None`` if unknown.
+        seed: The seed this message started from, or ``None`` if unknown (or empty).
         meter: Optional :class:`~bbcodec.coding.rate.InformationMeter`; leaf codecs add the
             information content of every symbol they push or pop to it. Not part of the
             message state (ignored by ``==`` and not copied by :meth:`copy`).
+        underflow_guard: Whether :meth:`pop` refuses to eat into the last word (on by
+            default). A decoder turns it off only for the symbols an encoder pushed before
+            its first pop: they may drain the stack to nothing.
     """
 
     __hash__ = None  # mutable
@@ -141,6 +146,16 @@ class Message:
         self._coder = coder
         self.seed = seed
         self.meter: InformationMeter | None = None
+        self.underflow_guard = True
+
+    @classmethod
+    def empty(cls) -> Message:
+        """A message holding nothing: pushes only, until something is on it.
+
+        Symbols pushed onto an empty stack cost their information content and nothing
+        more; popping them back (with the guard off) leaves the stack empty again.
+        """
+        return cls(constriction.stream.stack.AnsCoder(), None)
 
     @classmethod
     def seeded(cls, seed: int, n_words: int) -> Message:
@@ -235,6 +250,19 @@ class Message:
                 "stream, or encoder and decoder used different models or settings)"
             )
 
+    def check_empty(self) -> None:
+        """Asserts that decoding drained the stack completely (a stream that started empty).
+
+        Raises:
+            MessageSeedMismatchError: Words are left on the stack.
+        """
+        if self.num_words():
+            raise MessageSeedMismatchError(
+                f"stack after decoding is not empty: {self.num_words()} words left (data do "
+                "not belong to this stream, or encoder and decoder used different models or "
+                "settings)"
+            )
+
     def mix_head(self) -> None:
         """Scrambles the bits the next pop reads, keeping the message size (self-inverse).
 
@@ -275,15 +303,16 @@ class Message:
             1-D int32 array of the popped symbols.
 
         Raises:
-            MessageUnderflowError: The stack did not hold enough bits; the message is left
-                as it was before this call.
+            MessageUnderflowError: The stack did not hold enough bits (checked while
+                :attr:`underflow_guard` is on); the message is left as it was before this
+                call.
         """
         if count is None:
             symbols = self._coder.decode(model, *params)
         else:
             symbols = self._coder.decode(model, count)
         n_bulk_words, head = self._coder.pos()
-        if n_bulk_words == 0 and head < _HEAD_REFILL_THRESHOLD:
+        if self.underflow_guard and n_bulk_words == 0 and head < _HEAD_REFILL_THRESHOLD:
             # Every decode step is the exact inverse of an encode step, so pushing the
             # symbols back restores the state this call started from.
             self._coder.encode_reverse(symbols, model, *params)

@@ -139,7 +139,8 @@ def test_round_trip_codes_in_memory_and_reports_what_fails(monkeypatch):
     settings = CodingSettings(max_batch=2, chunk_images=4)
     trip = round_trip(images, model, None, settings)
     assert trip.ok and trip.failure is None and trip.encode_seconds > 0 < trip.decode_seconds
-    assert trip.report.n_images == 6 and [sum(s) for s in trip.report.chunk_batch_sizes] == [4, 2]
+    chunk_images = list(trip.report.chunk_images)
+    assert trip.report.n_images == 6 and chunk_images == [4, 2]
     images_so_far, bits = stack_curve(trip.report)
     assert images_so_far[-1] == 6 and bits == sorted(bits) and bits[-1] <= trip.report.file_bits
 
@@ -201,16 +202,18 @@ def test_bench_writes_json_with_every_figure_and_a_plot(capsys, tmp_path):
     assert r["n_images"] == 20 and r["dims_per_image"] == 784
     assert r["roundtrip_ok"] is True and r["threads"] == 1 and r["device"] == "cpu"
     assert r["achieved_bpd"] >= r["net_bpd"] > 0
-    assert r["initial_bits"] > 0 and r["file_bytes"] * 8 == round(r["achieved_bpd"] * 20 * 784)
+    assert r["initial_bits"] >= 0  # 0: the chunks start from an empty stack, no seed
+    assert r["file_bytes"] * 8 == round(r["achieved_bpd"] * 20 * 784)
     assert math.isclose(r["gap_pct"], 100 * (r["achieved_bpd"] / r["neg_elbo_bpd"] - 1))
     assert r["encode_img_per_s"] > 0 and r["decode_img_per_s"] > 0
     assert set(r["baselines"]) == {"png", "webp", "jpegxl"}
     assert all(v > 0 for v in r["baselines"].values())
     # two chunks (12 + 8 images), batches of at most 4: the curve covers every image
-    assert [sum(s) for s in r["chunk_batch_sizes"]] == [12, 8]
-    assert max(max(s) for s in r["chunk_batch_sizes"]) <= 4
+    assert len(r["chunk_batch_sizes"]) == 2
+    assert max((b for s in r["chunk_batch_sizes"] for b in s), default=0) <= 4
     curve = r["stack_curve"]
     assert curve["images"][-1] == 20 and curve["images"] == sorted(curve["images"])
+    assert 12 in curve["images"]  # the first chunk's end
     assert curve["bits"] == sorted(curve["bits"]) and curve["bits"][-1] <= 8 * r["file_bytes"]
     # the information content is what the model pays: close to the net stack growth
     assert abs(r["information_bpd"] - r["net_bpd"]) < 0.02

@@ -240,7 +240,7 @@ def test_summary_puts_rates_side_by_side(capsys, binary_model):
     images = _bits(12)
     out = _compress(capsys, _npy("x.npy", images), "-o", "x.bbc", "--model", str(binary_model))
     rows = _rows(out)
-    assert set(rows) == {"file (achieved)", "information", "initial bits", "−ELBO (estimate)"}
+    assert set(rows) == {"file (achieved)", "information", "−ELBO (estimate)"}  # no seed
     dims = images.size
     file_bits = 8 * Path("x.bbc").stat().st_size
     assert float(rows["file (achieved)"][0]) == pytest.approx(file_bits / dims, abs=1e-4)
@@ -248,7 +248,7 @@ def test_summary_puts_rates_side_by_side(capsys, binary_model):
     # a random decoder on random bits: about one bit per pixel, coded close to the −ELBO
     assert 0.5 < info_bpd < 2 and info_bpd < float(rows["file (achieved)"][0])
     assert float(rows["−ELBO (estimate)"][0]) == pytest.approx(info_bpd, rel=0.05)
-    assert int(rows["initial bits"][1].replace(",", "")) % 32 == 0
+    assert "coded without bits back" in out  # each chunk's first image
 
 
 def test_verbose_prints_one_line_per_image(capsys, binary_model):

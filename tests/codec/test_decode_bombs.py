@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ from tiny import random_images, random_model, tiny_config
 
 from bbcodec.api import compress, decompress, decompress_from
 from bbcodec.codec import CodingSettings
-from bbcodec.container import ContainerReader, ContainerWriter, Header, loads
+from bbcodec.container import ContainerReader, ContainerWriter, loads, pixel_digest_bytes
 from bbcodec.errors import DecodeError, SizeLimitError
 from bbcodec.models.weights import save_weights
 from bbcodec.plan import DEFAULT_MAX_PIXELS, MAX_DATASET_PIXELS_FACTOR
@@ -54,14 +55,17 @@ def _model():
 
 
 def _claiming(data: bytes, shapes) -> bytes:
-    """``data`` with its header's image shapes replaced (CRCs recomputed, chunks kept)."""
+    """``data`` with its header's image shapes replaced (CRCs recomputed, streams kept; each
+    pixel digest zeroed to the length the claimed shapes take, as it is never reached)."""
     reader = ContainerReader(io.BytesIO(data))
-    h = reader.header
+    header = dataclasses.replace(reader.header, shapes=tuple(shapes))
     out = io.BytesIO()
     writer = ContainerWriter(out)
-    writer.write_header(Header(h.model_id, h.weights_sha256, h.settings, h.seed, tuple(shapes)))
+    writer.write_header(header)
     for chunk in reader:
-        writer.write_chunk(chunk)
+        subpixels = sum(math.prod(s) for s in header.shapes[chunk.first : chunk.stop])
+        digest = bytes(pixel_digest_bytes(subpixels))
+        writer.write_chunk(dataclasses.replace(chunk, pixels_digest=digest))
     writer.finalize()
     return out.getvalue()
 

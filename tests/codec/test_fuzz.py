@@ -1,10 +1,11 @@
 """Fuzzing the decoder: damaged ``.bbc`` files end in a typed error or in exact pixels.
 
 Small files of every kind (binary, grey, RGB; batched and tiled; VLAE and δ-VAE; one and
-several chunks) are mutated at random — bit flips, cuts, splices, and length fields that
-lie while every CRC is recomputed to match — and decoded. Each decode must raise a
-`bbcodec.errors.BbcodecError` or give back exactly the images that were encoded; any other
-exception, wrong pixels, a slow decode or a memory blow-up fails the test.
+several chunks) are mutated at random — bit flips, cuts, splices, and length and count
+fields that lie or bytes that change while every CRC is recomputed to match — and decoded.
+Each decode must raise a `bbcodec.errors.BbcodecError` or give back exactly the images that
+were encoded; any other exception, wrong pixels, a slow decode or a memory blow-up fails
+the test.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tiny import random_images, random_model, tiny_config
 
 from bbcodec.api import compress, decompress_from
 from bbcodec.codec import CodingSettings
+from bbcodec.container import Chunk, Header, dumps, pixel_digest_bytes
 from bbcodec.errors import BbcodecError
 
 #: Mutations in all; the slow suite runs every one.
@@ -31,9 +33,6 @@ N_MUTATIONS = int(os.environ.get("BBCODEC_FUZZ_N", "10000"))
 MAX_DECODE_SECONDS = 10.0
 #: Largest growth of this process's peak memory over the whole run.
 MAX_PEAK_GROWTH_BYTES = 500 * 2**20
-
-_PREAMBLE_BYTES = 18
-_CHUNK_FRAME_BYTES = 52
 
 
 def _files() -> list[tuple[str, object, bytes, list[np.ndarray]]]:
@@ -54,56 +53,100 @@ def _files() -> list[tuple[str, object, bytes, list[np.ndarray]]]:
     return cases
 
 
-def _u32(data: bytes | bytearray, at: int) -> int:
-    return struct.unpack_from("<I", data, at)[0]
+class _Fields:
+    """Reads a well-formed version-3 file (`bbcodec.container`) field by field."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def raw(self, n: int) -> list:
+        self.pos += n
+        return ["raw", self.data[self.pos - n : self.pos]]
+
+    def u8(self) -> list:
+        self.pos += 1
+        return ["u8", self.data[self.pos - 1]]
+
+    def varint(self) -> list:
+        value, shift = 0, 0
+        while True:
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return ["varint", value]
+
+    def setting(self) -> list[list]:
+        tag = self.u8()
+        kind = tag[1] % 4
+        if kind == 0:
+            return [tag, self.varint()]
+        if kind == 1:
+            return [tag, self.raw(8)]
+        if kind == 2:
+            length = self.varint()
+            return [tag, length, self.raw(length[1])]
+        return [tag]
 
 
-def _length_fields(data: bytes) -> list[tuple[int, str]]:
-    """(offset, format) of every count and length field of a well-formed file."""
-    fields = [(10, "<I")]  # header length
-    body = _PREAMBLE_BYTES
-    at = body + 1 + data[body] + 32  # model id, weights sha256
-    at += 1 + data[at] + 8  # seed generator name, seed
-    fields += [(at, "<I"), (at + 4, "<I")]  # seed words, settings length
-    at += 8 + _u32(data, at + 4) + 1  # settings, dtype
-    fields += [(at, "<I"), (at + 4, "<I")]  # image count, shape runs
-    n_runs, at = _u32(data, at + 4), at + 8
-    for _ in range(n_runs):
-        ndim = data[at + 4]
-        fields += [(at, "<I"), (at + 4, "<B")] + [(at + 5 + 4 * d, "<I") for d in range(ndim)]
-        at += 5 + 4 * ndim
-    at += 4  # header crc
-    while data[at : at + 4] == b"CHNK":
-        fields += [(at + 4, "<I"), (at + 8, "<I"), (at + 12, "<I")]  # first, count, words
-        at += _CHUNK_FRAME_BYTES + 4 * _u32(data, at + 12) + 4
-    fields.append((at + 4, "<I"))  # the end record's chunk count
-    return fields
+def _records(data: bytes) -> list[list[list]]:
+    """The header record (magic and version, ``L``, the body's fields) and each chunk record
+    (count, stream length, digest, stream) as lists of ``[kind, value]`` fields, kind
+    ``"raw"`` (bytes), ``"u8"`` or ``"varint"``; the CRCs are left out."""
+    r = _Fields(data)
+    head = [r.raw(5), r.varint(), r.varint()]  # magic and version, L, model code
+    if head[-1][1] == 0:
+        head += [length := r.u8(), r.raw(length[1])]
+    head += [r.raw(4), n := r.varint()]  # weights digest, settings count
+    for _ in range(n[1]):
+        head += r.setting()
+    head += [r.varint(), runs := r.varint()]  # image count, shape runs
+    subpixels = []
+    for _ in range(runs[1]):
+        head += [length := r.varint(), ndim := r.u8()]
+        dims = [r.varint() for _ in range(ndim[1])]
+        head += dims
+        subpixels += [int(np.prod([d[1] for d in dims]))] * length[1]
+    records, first = [head], 0
+    r.pos += 4
+    while r.pos < len(data):
+        count, n_bytes = r.varint(), r.varint()
+        n = sum(subpixels[first : first + count[1]])
+        records.append([count, n_bytes, r.raw(pixel_digest_bytes(n)), r.raw(n_bytes[1])])
+        first += count[1]
+        r.pos += 4
+    return records
 
 
-def _recompute_crcs(data: bytearray) -> None:
-    """Make every CRC match what the (possibly lying) length fields now frame."""
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes(out + bytes([value]))
 
-    def put_crc(start: int, end: int, seed: int) -> int:
-        if end + 4 > len(data) or start > end:
-            raise IndexError
-        crc = zlib.crc32(data[start:end], seed)
-        struct.pack_into("<I", data, end, crc)
-        return crc
 
-    try:
-        preamble = put_crc(0, 14, 0)
-        body_end = _PREAMBLE_BYTES + _u32(data, 10)
-        header = put_crc(_PREAMBLE_BYTES, body_end, preamble)
-        at = body_end + 4
-        while data[at : at + 4] == b"CHNK":
-            frame = put_crc(at, at + 48, header)
-            stream_end = at + _CHUNK_FRAME_BYTES + 4 * _u32(data, at + 12)
-            put_crc(at + _CHUNK_FRAME_BYTES, stream_end, frame)
-            at = stream_end + 4
-        if data[at : at + 4] == b"BEND":
-            put_crc(at, at + 8, header)
-    except (IndexError, struct.error):
-        pass  # a length that runs past the end: the reader must say so
+def _encode(fields: list[list]) -> bytes:
+    kinds = {"raw": bytes, "u8": lambda v: bytes([v]), "varint": _varint}
+    return b"".join(kinds[kind](value) for kind, value in fields)
+
+
+def _assemble(records: list[list[list]], lying: list | None = None) -> bytes:
+    """The file of ``records`` with every CRC, the header length ``L`` and each stream
+    length recomputed, but for the ``lying`` field, which keeps its value."""
+    head, *chunks = records
+    if head[1] is not lying:
+        head[1][1] = len(_encode(head[2:]))
+    out = _encode(head)
+    header_crc = zlib.crc32(out)
+    out += struct.pack("<I", header_crc)
+    for chunk in chunks:
+        if chunk[1] is not lying:
+            chunk[1][1] = len(chunk[3][1])
+        record = _encode(chunk)
+        out += record + struct.pack("<I", zlib.crc32(record, header_crc))
+    return out
 
 
 def _mutate(data: bytes, other: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
@@ -125,21 +168,23 @@ def _mutate(data: bytes, other: bytes, rng: np.random.Generator) -> tuple[str, b
     if kind == 3:  # junk after the end, or the file twice
         tail = data if rng.random() < 0.5 else rng.integers(0, 256, 9, np.uint8).tobytes()
         return "append", data + tail
-    if kind == 4:  # a length field lies, every CRC recomputed
-        offset, fmt = _length_fields(data)[rng.integers(len(_length_fields(data)))]
-        width = struct.calcsize(fmt)
-        old = struct.unpack_from(fmt, out, offset)[0]
-        lies = [0, 1, old - 1, old + 1, old * 2, 2 ** (8 * width) - 1, 65536, 1 << 20]
-        value = int(lies[rng.integers(len(lies))]) % 2 ** (8 * width)
-        struct.pack_into(fmt, out, offset, value)
-        _recompute_crcs(out)
-        return f"lie@{offset}={value}", bytes(out)
-    # stream words changed, every CRC recomputed: only the codec's own checks remain
-    start = _length_fields(data)[-1][0]  # somewhere before the end record
+    records = _records(data)
+    if kind == 4:  # a length or count field lies, every CRC recomputed
+        fields = [f for record in records for f in record if f[0] != "raw"]
+        field = fields[rng.integers(len(fields))]
+        old, top = field[1], 255 if field[0] == "u8" else 2**64 - 1
+        lies = [0, 1, old - 1, old + 1, old * 2, top, 65536, 1 << 20]
+        field[1] = int(lies[rng.integers(len(lies))]) % (top + 1)
+        return f"lie {field[0]} {old}->{field[1]}", _assemble(records, lying=field)
+    # bytes changed (mostly in the streams), every CRC recomputed: only the codec's own
+    # checks remain
+    fields = [f for record in records for f in record if f[0] == "raw" and f[1]]
     for _ in range(rng.integers(1, 4)):
-        out[rng.integers(start)] ^= 1 << int(rng.integers(8))
-    _recompute_crcs(out)
-    return "flip+crc", bytes(out)
+        field = fields[rng.integers(len(fields))]
+        flipped = bytearray(field[1])
+        flipped[rng.integers(len(flipped))] ^= 1 << int(rng.integers(8))
+        field[1] = bytes(flipped)
+    return "flip+crc", _assemble(records)
 
 
 def _decode(data: bytes, model) -> list[np.ndarray]:
@@ -177,3 +222,16 @@ def test_damaged_files_end_in_a_typed_error_or_exact_pixels():
     assert typed + exact == N_MUTATIONS and typed > N_MUTATIONS // 2
     assert slowest < MAX_DECODE_SECONDS, f"a decode took {slowest:.1f} s"
     assert peak_growth < MAX_PEAK_GROWTH_BYTES, f"peak memory grew by {peak_growth >> 20} MiB"
+
+
+def test_the_mutator_reads_and_rebuilds_files_exactly():
+    """`_records` and `_assemble` follow the format: a file rebuilt from its fields is the
+    same file (named and registered models, every setting type, 2-D and 3-D shapes)."""
+    settings = {"grid_bound": 2.5, "seed": -3, "device": "cpu", "posterior_window_stds": None}
+    shapes = ((300, 300),) * 2 + ((2, 3, 3),)
+    for model_id in ("vlae-bmnist", "custom"):
+        header = Header(model_id, bytes(4), settings, shapes)
+        words = [np.array([], np.uint32), np.array([1, 0x10000], np.uint32)]
+        chunks = [Chunk(0, 1, words[0], bytes(8)), Chunk(1, 2, words[1], bytes(8))]
+        data = dumps(header, chunks)
+        assert _assemble(_records(data)) == data

@@ -63,21 +63,30 @@ def test_bad_settings_are_usage_errors_and_bad_file_settings_decode_errors(value
         CodingSettings(**values)
     file_values = {**CodingSettings(chunk_images=4).to_dict(), **values}
     with pytest.raises(DecodeError, match="invalid coding settings in file") as exc:
-        CodingSettings.from_dict(file_values)
+        CodingSettings.from_dict(file_values, 3, 10)
     assert not isinstance(exc.value, UsageError)
 
 
 def test_good_settings_and_the_file_forms_still_work():
     for values in ({}, {"device": "cuda:1", "chunk_images": 1, "max_batch": 65536},
-                   {"grid_step_log2": -4, "grid_bound": 8, "seed": 2**64 - 1}):  # fmt: skip
+                   {"grid_step_log2": -4, "grid_bound": 8, "seed": 2**63 - 1}):  # fmt: skip
         settings = CodingSettings(**values)
-        assert CodingSettings.from_dict(
-            {**settings.to_dict(), "chunk_images": settings.chunk_images or 3}
-        ).max_batch == settings.max_batch  # fmt: skip
+        for n_images in (1, 10):
+            recorded = settings.file_dict(n_images)  # what a format-3 file holds
+            read = CodingSettings.from_dict(recorded, 3, n_images)
+            chunk_images = n_images if (settings.chunk_images or n_images) >= n_images else 1
+            assert read == dataclasses.replace(settings, chunk_images=chunk_images)
+    assert CodingSettings().file_dict(5) == {}  # the defaults cost nothing
+    # Format 2 recorded every setting but those added since; the chunk size was required.
+    format_2 = {**CodingSettings(chunk_images=7).to_dict()}
+    for added in ("posterior_window_stds", "initial_bits", "direct_latent_stds"):
+        format_2.pop(added)
+    read = CodingSettings.from_dict(format_2, 2, 10)
+    assert (read.posterior_window_stds, read.initial_bits, read.chunk_images) == (None, "seed", 7)
     with pytest.raises(DecodeError, match="no chunk size"):
-        CodingSettings.from_dict(CodingSettings().to_dict())  # a file records the size used
+        CodingSettings.from_dict({}, 2, 10)
     with pytest.raises(DecodeError, match="unknown coding settings"):
-        CodingSettings.from_dict({"turbo": True})
+        CodingSettings.from_dict({"turbo": True}, 3, 1)
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:0"])

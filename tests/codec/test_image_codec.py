@@ -85,7 +85,7 @@ def _doubling(n: int, max_batch: int) -> list[int]:
 
 
 def _with_words(chunk: Chunk, words: np.ndarray) -> Chunk:
-    return Chunk(chunk.first, chunk.count, np.asarray(words, dtype=np.uint32), chunk.pixels_sha256)
+    return Chunk(chunk.first, chunk.count, np.asarray(words, dtype=np.uint32), chunk.pixels_digest)
 
 
 def _seed_words(seed: int, n_words: int) -> np.ndarray:
@@ -99,20 +99,24 @@ def _seed_words(seed: int, n_words: int) -> np.ndarray:
 # ----- round trips ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("initial_bits", ["direct", "seed"])
 @pytest.mark.parametrize("max_batch", [1, 3, 64])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("family", FAMILIES)
-def test_round_trip_exact(family, kind, max_batch):
+def test_round_trip_exact(family, kind, max_batch, initial_bits):
     config = tiny_config(family, kind)
     images = random_images(config, 6, seed=max_batch)
-    codec = ImageCodec(random_model(config), CodingSettings(max_batch=max_batch))
+    settings = CodingSettings(max_batch=max_batch, initial_bits=initial_bits)
+    codec = ImageCodec(random_model(config), settings)
     chunk, rate = codec.encode_chunk(images)
-    assert rate.batch_sizes == tuple(_doubling(6, max_batch))
     assert rate.total_bits == 32 * len(chunk.words)
-    assert rate.initial_bits == 32 * initial_seed_words(config.total_latent_dim)
-    decoded = ImageCodec(random_model(config), CodingSettings(max_batch=max_batch)).decode_chunk(
-        chunk
-    )
+    if initial_bits == "seed":
+        assert rate.batch_sizes == tuple(_doubling(6, max_batch)) and rate.direct_items == 0
+        assert rate.initial_bits == 32 * initial_seed_words(config.total_latent_dim)
+    else:
+        assert rate.direct_items >= 1 and rate.initial_bits == 0
+        assert rate.direct_items + sum(rate.batch_sizes) == 6
+    decoded = ImageCodec(random_model(config), settings).decode_chunk(chunk)
     assert decoded.dtype == np.uint8 and decoded.shape == images.shape
     np.testing.assert_array_equal(decoded, images)
 
@@ -129,7 +133,7 @@ def test_the_delta_vae_codes_with_its_auxiliary_prior(monkeypatch):
             return _original(*args)
 
         monkeypatch.setattr(module, "step", counted)
-    codec = ImageCodec(model, CodingSettings(max_batch=4))
+    codec = ImageCodec(model, CodingSettings(max_batch=4, initial_bits="seed"))
     images = random_images(model.config, 5)
     chunk, _ = codec.encode_chunk(images)
     np.testing.assert_array_equal(codec.decode_chunk(chunk), images)
@@ -146,7 +150,8 @@ def test_round_trip_over_chunks_each_decodable_alone(chunk_images):
     for first, count, _, _ in chunk_spans([(images.shape[1:], len(images))], codec.image_shape,
                                           settings.chunk_images):  # fmt: skip
         chunk, rate = codec.encode_chunk(images[first : first + count], first=first)
-        assert sum(rate.batch_sizes) == count and (chunk.first, chunk.count) == (first, count)
+        assert rate.direct_items + sum(rate.batch_sizes) == count
+        assert (chunk.first, chunk.count) == (first, count)
         chunks.append(chunk)
     assert len(chunks) == math.ceil(11 / chunk_images)
     for chunk in reversed(chunks):  # any order: chunks share nothing
@@ -157,7 +162,7 @@ def test_round_trip_over_chunks_each_decodable_alone(chunk_images):
 def test_stack_left_after_decoding_is_exactly_the_seed(monkeypatch):
     config = tiny_config("vlae", "grey")
     images = random_images(config, 6)
-    settings = CodingSettings(max_batch=4, seed=12345)
+    settings = CodingSettings(max_batch=4, seed=12345, initial_bits="seed")
     codec = ImageCodec(random_model(config), settings)
     chunk, rate = codec.encode_chunk(images)
     left_over = []
@@ -192,7 +197,7 @@ def _tampered_trailer(words: np.ndarray, max_batch: int, edit) -> np.ndarray:
 def test_tampered_stream_and_trailer_are_caught():
     config = tiny_config("vlae", "binary")
     images = random_images(config, 7)
-    settings = CodingSettings(max_batch=4)
+    settings = CodingSettings(max_batch=4, initial_bits="seed")
     codec = ImageCodec(random_model(config), settings)
     chunk, rate = codec.encode_chunk(images)
     assert rate.batch_sizes == (1, 2, 4)
@@ -204,7 +209,9 @@ def test_tampered_stream_and_trailer_are_caught():
     with pytest.raises(DecodeError, match="not the seed"):
         codec.decode_chunk(_with_words(chunk, np.concatenate([[7], chunk.words])))
     # A seed that is not the one the stream was made with.
-    other_seed = ImageCodec(codec.adapter.model, CodingSettings(max_batch=4, seed=1))
+    other_seed = ImageCodec(
+        codec.adapter.model, CodingSettings(max_batch=4, seed=1, initial_bits="seed")
+    )
     with pytest.raises(DecodeError, match="not the seed"):
         other_seed.decode_chunk(chunk)
     # The trailer: seed size, a schedule in another order, a schedule of the wrong total.
@@ -219,9 +226,120 @@ def test_tampered_stream_and_trailer_are_caught():
             codec.decode_chunk(_with_words(chunk, _tampered_trailer(chunk.words, 4, edit)))
     # The chunk's frame: image count and pixel checksum.
     with pytest.raises(DecodeError, match="holds 6"):
-        codec.decode_chunk(Chunk(0, 6, chunk.words, chunk.pixels_sha256))
+        codec.decode_chunk(Chunk(0, 6, chunk.words, chunk.pixels_digest))
     with pytest.raises(ChecksumError):
         codec.decode_chunk(Chunk(0, 7, chunk.words, bytes(32)))
+
+
+# ----- direct images: a chunk that starts from an empty stack ------------------------------
+
+
+def _independent_direct_bits(codec: ImageCodec, images: np.ndarray) -> float:
+    """−log2 P(x|z̄) − log2 P(k) of one directly coded image, z̄ walked from its posterior
+    mean, the pixels' bits from the model's all-at-once pass."""
+    adapter = codec.adapter
+    offsets, symbols = adapter.direct_walk(toward=adapter.posterior(images).means)
+    z = torch.from_numpy(codec.settings.grid.to_values(symbols).astype(np.float32))
+    with torch.no_grad():
+        params = adapter.model.likelihood_params(torch.from_numpy(images), z).double().numpy()
+    p_one = 1.0 / (1.0 + np.exp(-params.reshape(-1)))
+    pixel_bits = information_bits(Bernoulli(p_one), images.reshape(-1))
+    return pixel_bits + information_bits(adapter.direct_offsets(1), offsets)
+
+
+def test_a_one_image_chunk_is_coded_directly_without_a_trailer(monkeypatch):
+    config = tiny_config("vlae", "binary")
+    images = random_images(config, 1)
+    codec = ImageCodec(random_model(config), CodingSettings())
+    chunk, rate = codec.encode_chunk(images)
+    assert rate.direct_items == 1 and rate.batch_sizes == () and rate.initial_bits == 0
+    assert rate.information_bits == pytest.approx(_independent_direct_bits(codec, images), abs=0.5)
+    # Nothing but the image on the stack: its bits, plus what an ANS coder loses starting
+    # from state 0 (the first symbol that is not its alphabet's first moves the state to
+    # its cumulative frequency, < 2**24: at most 24 bits), plus the last partial word.
+    assert -1 <= rate.net_bits - rate.information_bits <= 24 + 1
+    assert 0 <= rate.total_bits - rate.net_bits < 32
+    left_over = []
+    original = Message.check_empty
+    monkeypatch.setattr(
+        Message, "check_empty", lambda m: (left_over.append(m.num_words()), original(m))[1]
+    )
+    np.testing.assert_array_equal(codec.decode_chunk(chunk), images)
+    assert left_over == [0]
+
+
+def test_images_are_coded_directly_until_the_stack_pays_for_a_pop():
+    # 16 latents: a posterior pop needs ~16·10 bits, several 8×8 images' worth.
+    config = tiny_config("vlae", "binary", latent_dim=16)
+    codec = ImageCodec(random_model(config), CodingSettings(max_batch=8))
+    images = random_images(config, 12)
+    chunk, rate = codec.encode_chunk(images)
+    assert 1 < rate.direct_items < 12
+    assert rate.direct_items + sum(rate.batch_sizes) == 12
+    np.testing.assert_array_equal(codec.decode_chunk(chunk), images)
+
+
+def test_a_pop_short_of_bits_after_the_direct_items_restarts_with_more(monkeypatch):
+    from bbcodec.coding import BitsBack, MessageUnderflowError
+
+    calls = {"n": 0}
+    original = BitsBack.push
+
+    def short_once(self, message, symbols):
+        if len(symbols) == 1:
+            calls["n"] += 1
+            if calls["n"] == 2:  # the second one-image pop of the first try runs short
+                raise MessageUnderflowError("short")
+        return original(self, message, symbols)
+
+    monkeypatch.setattr(BitsBack, "push", short_once)
+    config = tiny_config("vlae", "grey")
+    codec = ImageCodec(random_model(config), CodingSettings(max_batch=1))
+    images = random_images(config, 6)
+    chunk, rate = codec.encode_chunk(images)
+    assert calls["n"] > 2 and rate.direct_items >= 2  # the restart codes two directly
+    monkeypatch.setattr(BitsBack, "push", original)
+    np.testing.assert_array_equal(codec.decode_chunk(chunk), images)
+
+
+def _tampered_direct_trailer(words: np.ndarray, n_images: int, max_batch: int, edit):
+    """Pops a direct chunk's trailer (direct count, then batch sizes until they cover the
+    images), edits it, pushes it back — the format written out from `bbcodec.codec.chunks`."""
+    message = Message.from_words(words)
+    n_direct = int(Uniform(min(n_images, 64), (1,)).pop(message)[0]) + 1
+    sizes = []
+    while n_direct + sum(sizes) < n_images:
+        sizes.append(int(Uniform(max_batch, (1,)).pop(message)[0]) + 1)
+    n_direct, sizes = edit(n_direct, sizes)
+    if sizes:
+        Uniform(max_batch, (len(sizes),)).push(message, np.asarray(sizes) - 1)
+    Uniform(min(n_images, 64), (1,)).push(message, np.array([n_direct - 1]))
+    return message.to_words()
+
+
+def test_tampered_direct_stream_and_trailer_are_caught():
+    config = tiny_config("vlae", "binary")
+    images = random_images(config, 7)
+    codec = ImageCodec(random_model(config), CodingSettings(max_batch=4))
+    chunk, rate = codec.encode_chunk(images)
+    untouched = _tampered_direct_trailer(chunk.words, 7, 4, lambda n, sizes: (n, sizes))
+    np.testing.assert_array_equal(untouched, chunk.words)  # the format is as described
+    assert rate.direct_items >= 1 and len(rate.batch_sizes) >= 2
+    with pytest.raises(DecodeError, match="not empty"):
+        codec.decode_chunk(_with_words(chunk, np.concatenate([[7], chunk.words])))
+    edits = [
+        lambda n, sizes: (n + 1, sizes[:-1] + [sizes[-1] - 1] if sizes[-1] > 1 else sizes[:-1]),
+        lambda n, sizes: (n, sizes[::-1]),
+        lambda n, sizes: (n + 1, sizes),
+    ]
+    for edit in edits:
+        with pytest.raises(CORRUPT):
+            codec.decode_chunk(
+                _with_words(chunk, _tampered_direct_trailer(chunk.words, 7, 4, edit))
+            )
+    seeded = ImageCodec(codec.adapter.model, CodingSettings(max_batch=4, initial_bits="seed"))
+    with pytest.raises(CORRUPT):  # read as a seeded stream
+        seeded.decode_chunk(chunk)
 
 
 # ----- bits-back accounting ---------------------------------------------------------------
@@ -294,7 +412,7 @@ def test_information_bits_are_the_bits_back_identity(monkeypatch, family, kind, 
     config = tiny_config(family, kind)
     model = random_model(config)
     images = random_images(config, 13, seed=1)
-    codec = ImageCodec(model, CodingSettings(max_batch=max_batch))
+    codec = ImageCodec(model, CodingSettings(max_batch=max_batch, initial_bits="seed"))
     with _recording_latents(monkeypatch) as latents:
         _, rate = codec.encode_chunk(images)
     latents = np.concatenate(latents)
@@ -354,7 +472,8 @@ def test_coded_rate_matches_the_mean_negative_elbo(family):
 @pytest.mark.parametrize(("n", "max_batch"), [(1, 64), (2, 1), (7, 3), (40, 8), (300, 64)])
 def test_batch_schedule_starts_at_one_and_doubles_to_max_batch(n, max_batch):
     config = tiny_config("vlae", "binary")
-    codec = ImageCodec(random_model(config), CodingSettings(max_batch=max_batch))
+    settings = CodingSettings(max_batch=max_batch, initial_bits="seed")
+    codec = ImageCodec(random_model(config), settings)
     images = _patterns(n) if n > 50 else random_images(config, n)
     chunk, rate = codec.encode_chunk(images)
     assert rate.batch_sizes == tuple(_doubling(n, max_batch))
@@ -371,7 +490,7 @@ def test_batch_halves_when_the_stack_is_short():
     # 16 latents: a batch's posterior pop needs ~16·10 bits per image, more than a small
     # stack holds, so the doubling is undone and retried with half the batch.
     config = tiny_config("vlae", "binary", latent_dim=16)
-    codec = ImageCodec(random_model(config), CodingSettings(max_batch=64))
+    codec = ImageCodec(random_model(config), CodingSettings(max_batch=64, initial_bits="seed"))
     images = random_images(config, 40)
     progress = []
     chunk, rate = codec.encode_chunk(images, progress.append)
@@ -395,7 +514,7 @@ def test_tiny_seed_restarts_with_a_bigger_one(monkeypatch):
 
     monkeypatch.setattr(Message, "seeded", classmethod(recording))
     config = tiny_config("vlae", "grey")
-    codec = ImageCodec(random_model(config), CodingSettings(max_batch=8))
+    codec = ImageCodec(random_model(config), CodingSettings(max_batch=8, initial_bits="seed"))
     images = random_images(config, 10)
     chunk, rate = codec.encode_chunk(images)
     assert seeds[0] == 2 and seeds == [2 * 2**i for i in range(len(seeds))] and len(seeds) > 1
@@ -420,7 +539,7 @@ def test_encoding_is_deterministic():
     finally:
         torch.set_num_threads(threads)
     np.testing.assert_array_equal(first.words, second.words)
-    assert first.pixels_sha256 == second.pixels_sha256
+    assert first.pixels_digest == second.pixels_digest
 
 
 def _arrays(params) -> list[np.ndarray]:
@@ -474,7 +593,7 @@ class _ParamRecorder:
 def test_encoder_and_decoder_hand_the_coder_bit_identical_parameters(monkeypatch, family, kind):
     config = tiny_config(family, kind)
     images = random_images(config, 7)
-    codec = ImageCodec(random_model(config), CodingSettings(max_batch=3))
+    codec = ImageCodec(random_model(config), CodingSettings(max_batch=3, initial_bits="seed"))
     recorder = _ParamRecorder(monkeypatch)
     chunk, rate = codec.encode_chunk(images)
     assert rate.batch_sizes == (1, 2, 3, 1)  # no undone pops: one call per step and batch

@@ -18,7 +18,8 @@ def test_a_format_2_file_from_before_the_posterior_window_decodes():
     path = FIXTURES / "readme-digits-v2.bbc"
     with open(path, "rb") as f:
         header = ContainerReader(f).header
-    assert "posterior_window_stds" not in header.settings
-    assert CodingSettings.from_dict(dict(header.settings)).posterior_window_stds is None
+    assert header.version == 2 and "posterior_window_stds" not in header.settings
+    settings = CodingSettings.from_header(header)
+    assert settings.posterior_window_stds is None and settings.initial_bits == "seed"
     decoded = bbcodec.decompress(path.read_bytes())
     np.testing.assert_array_equal(decoded, load_images(REPO / "examples" / "binarized-mnist"))

@@ -53,7 +53,7 @@ def test_two_workers_write_the_same_bytes_and_decode_the_same_images():
         out = io.BytesIO()
         report = compress_to(out, images, model, SETTINGS, counts[workers].append, workers)
         files[workers] = out.getvalue()
-        assert [sum(s) for s in report.chunk_batch_sizes] == [4, 4, 4, 3]
+        assert report.chunk_images == (4, 4, 4, 3)
     assert files[2] == files[1]
     assert sum(counts[1]) == sum(counts[2]) == 15
     decoded = []
@@ -134,10 +134,13 @@ def test_chunk_plan_keeps_every_worker_busy():
 def test_the_file_records_the_chunk_size_used():
     model = random_model(tiny_config("vlae", "binary"))
     header, chunks = loads(bbcodec.compress(random_images(model.config, 5), model=model))
-    assert header.settings["chunk_images"] == 5 and len(chunks) == 1
-    settings = dict(header.settings, chunk_images=None)
+    assert "chunk_images" not in header.settings and len(chunks) == 1  # one chunk: implied
+    assert CodingSettings.from_header(header).chunk_images == 5
+    settings = CodingSettings(chunk_images=2, torch_threads=1)
+    header, chunks = loads(bbcodec.compress(random_images(model.config, 5), model, settings))
+    assert header.settings["chunk_images"] == 2 and len(chunks) == 3
     with pytest.raises(DecodeError, match="chunk size"):
-        CodingSettings.from_dict(settings)
+        CodingSettings.from_dict(dict(header.settings, chunk_images=None), 3, 5)
 
 
 def test_several_workers_need_one_torch_thread():

@@ -67,16 +67,22 @@ def test_padded_tiles_repeat_the_edge():
     np.testing.assert_array_equal(tiles[3], [[14] * 4] * 2)
 
 
+@pytest.mark.parametrize("initial_bits", ["direct", "seed"])
 @pytest.mark.parametrize("hw", SHAPES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_round_trip_exact_any_size(kind, hw):
+def test_round_trip_exact_any_size(kind, hw, initial_bits):
     config = tiny_config("vlae", kind)
     image = _image(kind, hw, seed=hw[0])
-    chunk, rate = ImageCodec(random_model(config), CodingSettings()).encode_chunk(image[None])
-    assert rate.batch_sizes == (1,) and rate.total_bits == 32 * len(chunk.words)
-    decoded = ImageCodec(random_model(config), CodingSettings()).decode_chunk(
-        chunk, shape=image.shape
-    )
+    settings = CodingSettings(initial_bits=initial_bits)
+    chunk, rate = ImageCodec(random_model(config), settings).encode_chunk(image[None])
+    assert rate.total_bits == 32 * len(chunk.words)
+    # (8, 8) is the model's own shape: one image, coded directly, or one bits-back batch
+    tiled = hw != (8, 8)
+    assert rate.batch_sizes == ((1,) if tiled or initial_bits == "seed" else ())
+    # direct: the encoder's first tile group at least, and never a seed
+    assert (rate.direct_items >= 1) == (initial_bits == "direct")
+    assert (rate.initial_bits == 0) == (initial_bits == "direct")
+    decoded = ImageCodec(random_model(config), settings).decode_chunk(chunk, shape=image.shape)
     np.testing.assert_array_equal(decoded[0], image)
 
 
@@ -139,6 +145,6 @@ def test_corrupted_tiled_streams_never_decode_to_wrong_pixels():
         words = np.array(chunk.words, dtype=np.uint32)
         position = rng.integers(len(words))
         words[position] ^= np.uint32(1 << int(rng.integers(32)))
-        bad = Chunk(chunk.first, chunk.count, words, chunk.pixels_sha256)
+        bad = Chunk(chunk.first, chunk.count, words, chunk.pixels_digest)
         with pytest.raises((DecodeError, ChecksumError)):
             codec.decode_chunk(bad, shape=image.shape)

@@ -18,7 +18,9 @@ MODULES = [
 
 
 @pytest.mark.parametrize(
-    "name", [f"bbcodec.coding.{m}" for m in MODULES] + ["bbcodec.plan", "bbcodec.errors"]
+    "name",
+    [f"bbcodec.coding.{m}" for m in MODULES]
+    + ["bbcodec.plan", "bbcodec.errors", "bbcodec.container", "bbcodec.container_v2"],
 )
 def test_docstring_examples(name):
     module = importlib.import_module(name)
