@@ -127,19 +127,40 @@ def _pop_seeded_trailer(message: Message, max_batch: int) -> tuple[int, Coded]:
     return seed_words, Coded(0, tuple(int(s) for s in sizes))
 
 
+def _halvings(batches: tuple[int, ...], n_bits_back: int, max_batch: int) -> list[tuple[int, int]]:
+    """Each bits-back batch as (halvings, alphabet): the batched layout tries
+    min(2 × the previous batch, images left, ``max_batch``) — 1 at first — and halves it
+    while its pop runs short, so a batch is that prediction halved ``halvings`` times, one
+    of ``alphabet`` = the prediction's bit length possible sizes."""
+    out, previous, left = [], 0, n_bits_back
+    for size in batches:
+        predicted = min(2 * previous, left, max_batch) if previous else 1
+        halvings = 0
+        while predicted >> halvings > size:
+            halvings += 1
+        if predicted >> halvings != size:
+            raise RuntimeError(f"batch of {size} is no halving of the layout's {predicted}")
+        out.append((halvings, predicted.bit_length()))
+        previous, left = size, left - size
+    return out
+
+
 def _push_direct_trailer(message: Message, coded: Coded, layout, n_images: int, max_batch: int):
-    """A chunk's trailer when it starts empty: the bits-back batch sizes (batched layout
-    only, unless ``max_batch`` is 1), then the number of direct items. An alphabet of one
-    symbol costs nothing, so a one-image chunk has no trailer at all."""
-    if layout.codes_batches and max_batch > 1 and coded.batches:
-        Uniform(max_batch, (len(coded.batches),)).push(message, np.asarray(coded.batches) - 1)
+    """A chunk's trailer when it starts empty: the bits-back batches as halvings of the
+    layout's prediction (batched layout only), then the number of direct items. Alphabets
+    of one symbol cost nothing, so a one-image chunk has no trailer at all."""
+    if layout.codes_batches:
+        n_bits_back = n_images - coded.n_direct
+        for halvings, alphabet in reversed(_halvings(coded.batches, n_bits_back, max_batch)):
+            if alphabet > 1:
+                Uniform(alphabet, (1,)).push(message, np.array([halvings]))
     limit = layout.direct_limit(n_images)
     if limit > 1:
         Uniform(limit, (1,)).push(message, np.array([coded.n_direct - 1]))
 
 
 def _pop_direct_trailer(message: Message, layout, n_images: int, max_batch: int) -> Coded:
-    """Pops what `_push_direct_trailer` pushed; batch sizes until they cover the images."""
+    """Pops what `_push_direct_trailer` pushed; batches until they cover the images."""
     limit = layout.direct_limit(n_images)
     n_direct = 1 + (int(Uniform(limit, (1,)).pop(message)[0]) if limit > 1 else 0)
     if not layout.codes_batches:
@@ -149,11 +170,11 @@ def _pop_direct_trailer(message: Message, layout, n_images: int, max_batch: int)
     batches: list[int] = []
     left = n_images - n_direct
     while left > 0:
-        size = int(Uniform(max_batch, (1,)).pop(message)[0]) + 1 if max_batch > 1 else 1
-        if size > left:
-            raise DecodeError(f"chunk trailer codes a batch of {size} with {left} images left")
-        batches.append(size)
-        left -= size
+        predicted = min(2 * batches[-1], left, max_batch) if batches else 1
+        alphabet = predicted.bit_length()
+        halvings = int(Uniform(alphabet, (1,)).pop(message)[0]) if alphabet > 1 else 0
+        batches.append(predicted >> halvings)
+        left -= batches[-1]
     return Coded(n_direct, tuple(batches))
 
 

@@ -303,16 +303,22 @@ def test_a_pop_short_of_bits_after_the_direct_items_restarts_with_more(monkeypat
 
 
 def _tampered_direct_trailer(words: np.ndarray, n_images: int, max_batch: int, edit):
-    """Pops a direct chunk's trailer (direct count, then batch sizes until they cover the
-    images), edits it, pushes it back — the format written out from `bbcodec.codec.chunks`."""
+    """Pops a direct chunk's trailer (direct count, then each batch as halvings of the
+    prediction min(2 × previous, left, max_batch), 1 at first, until they cover the images),
+    edits the halvings, pushes it back — the format written out from `bbcodec.codec.chunks`."""
     message = Message.from_words(words)
     n_direct = int(Uniform(min(n_images, 64), (1,)).pop(message)[0]) + 1
-    sizes = []
+    halvings, alphabets, sizes = [], [], []
     while n_direct + sum(sizes) < n_images:
-        sizes.append(int(Uniform(max_batch, (1,)).pop(message)[0]) + 1)
-    n_direct, sizes = edit(n_direct, sizes)
-    if sizes:
-        Uniform(max_batch, (len(sizes),)).push(message, np.asarray(sizes) - 1)
+        left = n_images - n_direct - sum(sizes)
+        predicted = min(2 * sizes[-1], left, max_batch) if sizes else 1
+        alphabets.append(predicted.bit_length())
+        halvings.append(int(Uniform(alphabets[-1], (1,)).pop(message)[0]) if predicted > 1 else 0)
+        sizes.append(predicted >> halvings[-1])
+    n_direct, halvings = edit(n_direct, halvings, alphabets)
+    for h, alphabet in reversed(list(zip(halvings, alphabets, strict=True))):
+        if alphabet > 1:
+            Uniform(alphabet, (1,)).push(message, np.array([h]))
     Uniform(min(n_images, 64), (1,)).push(message, np.array([n_direct - 1]))
     return message.to_words()
 
@@ -322,16 +328,17 @@ def test_tampered_direct_stream_and_trailer_are_caught():
     images = random_images(config, 7)
     codec = ImageCodec(random_model(config), CodingSettings(max_batch=4))
     chunk, rate = codec.encode_chunk(images)
-    untouched = _tampered_direct_trailer(chunk.words, 7, 4, lambda n, sizes: (n, sizes))
+    untouched = _tampered_direct_trailer(chunk.words, 7, 4, lambda n, h, a: (n, h))
     np.testing.assert_array_equal(untouched, chunk.words)  # the format is as described
     assert rate.direct_items >= 1 and len(rate.batch_sizes) >= 2
     with pytest.raises(DecodeError, match="not empty"):
         codec.decode_chunk(_with_words(chunk, np.concatenate([[7], chunk.words])))
-    edits = [
-        lambda n, sizes: (n + 1, sizes[:-1] + [sizes[-1] - 1] if sizes[-1] > 1 else sizes[:-1]),
-        lambda n, sizes: (n, sizes[::-1]),
-        lambda n, sizes: (n + 1, sizes),
-    ]
+
+    def other_size(n, halvings, alphabets):  # the first batch that could differ, differs
+        i = next(i for i, a in enumerate(alphabets) if a > 1)
+        return n, halvings[:i] + [(halvings[i] + 1) % alphabets[i]] + halvings[i + 1 :]
+
+    edits = [lambda n, h, a: (n + 1, h), other_size]
     for edit in edits:
         with pytest.raises(CORRUPT):
             codec.decode_chunk(
