@@ -305,7 +305,10 @@ def _print_compress_summary(out, report, runs, config, model_name, registered, e
     dims = report.n_dims
     size = _describe_sizes(runs)
     name = model_name if registered else f"custom weights {model_name} (decompress with --model)"
-    print(f"compressed {report.n_images} {config.kind} {size} images with model {name} → {out}")
+    plural = "s" if report.n_images != 1 else ""
+    print(
+        f"compressed {report.n_images} {config.kind} {size} image{plural} with model {name} → {out}"
+    )
     n_chunks = len(report.chunk_batch_sizes)
     rows = [
         ("file (achieved)", report.file_bits,
@@ -323,13 +326,12 @@ def _print_compress_summary(out, report, runs, config, model_name, registered, e
                 f"seeds of {n_chunks} chunk{'s' if n_chunks > 1 else ''}, in the file",
             ),
         )
-    direct = sum(chunk.direct_items for chunk in report.chunks)
     print(f"{'':18}{'bits/dim':>10}{'bits':>14}")
     for label, bits, note in rows:
         print(f"{label:18}{bits / dims:10.4f}{bits:14,.0f}   {note}")
-    if direct:
-        print(f"{direct} image{'s' if direct > 1 else ''} (or tile groups) coded without bits "
-              "back, one or a few per chunk: the stack starts empty")  # fmt: skip
+    if any(chunk.direct_items for chunk in report.chunks):
+        print("(information includes each chunk's first images, or a photo's first tiles, "
+              "coded without bits back: an empty stack has no bits to give back)")  # fmt: skip
 
 
 def _print_per_image(labels, elbo_bits, written_bits) -> None:

@@ -248,7 +248,7 @@ def test_summary_puts_rates_side_by_side(capsys, binary_model):
     # a random decoder on random bits: about one bit per pixel, coded close to the −ELBO
     assert 0.5 < info_bpd < 2 and info_bpd < float(rows["file (achieved)"][0])
     assert float(rows["−ELBO (estimate)"][0]) == pytest.approx(info_bpd, rel=0.05)
-    assert "coded without bits back" in out  # each chunk's first image
+    assert "coded without bits back" in out  # each chunk's first images
 
 
 def test_verbose_prints_one_line_per_image(capsys, binary_model):
