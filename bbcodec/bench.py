@@ -24,9 +24,9 @@ bytes with `bbcodec.api.decompress_from` (timed) and compare every image.
 `run_bench` loads a model and a data path and runs the one that fits.
 
 Rates are bits per sub-pixel (``_bpd``). ``achieved_bpd`` counts every byte of the ``.bbc``
-file (header, seeds, chunk trailers, framing); ``net_bpd`` is the stack growth over the
-seeds; ``information_bpd`` the information content of the symbols coded (net of bits back)
-under the coder's fixed-point probabilities; ``gap_pct`` = 100 · (achieved / −ELBO − 1).
+file (header, chunk trailers, framing, and seeds where chunks are seeded); ``net_bpd`` is
+the stack growth (over the seeds, if any); ``information_bpd`` the information content of
+the symbols coded (net of bits back) under the coder's fixed-point probabilities; ``gap_pct`` = 100 · (achieved / −ELBO − 1).
 Over photos, a total is the sum of bits over the sum of sub-pixels.
 
 ``to_dict()`` of a result is the JSON record ``bbcodec bench --json`` writes (NaN and
