@@ -73,3 +73,45 @@ def test_a_tiled_photo_codes_at_its_negative_elbo(monkeypatch):
         neg_elbo_bits = sum(tiled_elbo_terms(model, photo)) / math.log(2)
     gap = report.information_bits / neg_elbo_bits - 1
     assert abs(gap) < MAX_GAP, f"coded {report.information_bits:.0f} vs −ELBO {neg_elbo_bits:.0f}"
+
+
+#: What the README's example file (32 digits) may cost over the model's −ELBO: its fixed
+#: costs (header, framing, the first images coded without bits back) show in so few images.
+MAX_EXAMPLE_GAP = 0.10
+#: What one image in a file of its own may cost, in bytes, besides its information content:
+#: header and framing (32 bytes for a 28×28 image; one more for the channel dimension of
+#: an RGB image and one more for a stream over 127 bytes), the coder's start from an empty
+#: state (≤ 24 bits) and the unused bits of the last byte (< 8).
+MAX_ONE_IMAGE_OVERHEAD_BYTES = 34 + 3 + 1
+
+
+@pytest.mark.slow
+def test_the_readme_example_file_is_within_ten_percent_of_the_negative_elbo(monkeypatch):
+    from paths import REPO
+
+    model = _shipped(monkeypatch, "vlae-bmnist")
+    images = load_images(REPO / "examples" / "binarized-mnist")
+    torch.set_num_threads(1)
+    out = io.BytesIO()
+    report = compress_to(out, images, model="vlae-bmnist")
+    neg_elbo_bits = evaluate(model, images, seed=0, progress=False).neg_elbo_bpd * images.size
+    assert report.file_bits == 8 * len(out.getvalue())
+    assert report.file_bits < (1 + MAX_EXAMPLE_GAP) * neg_elbo_bits, (
+        report.file_bits,
+        neg_elbo_bits,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vlae-bmnist", "vlae-mnist", "vlae-cifar10"])
+def test_a_one_image_file_is_its_information_and_a_few_dozen_bytes(monkeypatch, name):
+    _shipped(monkeypatch, name)
+    path, split = DATASETS[name]
+    if not (SHARED_DATA / path).exists():
+        pytest.skip(f"no {path} in {SHARED_DATA}")
+    torch.set_num_threads(1)
+    for image in load_images(SHARED_DATA / path, split)[:5]:
+        out = io.BytesIO()
+        report = compress_to(out, image[None], model=name)
+        overhead_bytes = len(out.getvalue()) - report.information_bits / 8
+        assert 0 < overhead_bytes <= MAX_ONE_IMAGE_OVERHEAD_BYTES, (name, overhead_bytes)
