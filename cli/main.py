@@ -9,7 +9,8 @@ The commands live in their own modules, each a set of pairs
     ├── args.py            parser class, argument types, common options, torch set-up
     ├── codec_commands.py  compress, decompress
     ├── model_commands.py  models, eval, train, export-model
-    └── bench_command.py   bench
+    ├── bench_command.py   bench
+    └── latent_commands.py latent (reconstruct, sample, interpolate, attribute, report)
 
 Only this module imports the command modules. Heavy imports (torch) happen inside the
 commands, so ``bbcodec --help`` stays fast.
@@ -33,6 +34,7 @@ import threading
 from bbcodec.cli.args import Parser, common
 from bbcodec.cli.bench_command import _add_bench
 from bbcodec.cli.codec_commands import _add_compress, _add_decompress
+from bbcodec.cli.latent_commands import _add_latent
 from bbcodec.cli.model_commands import _add_eval, _add_export, _add_models, _add_train
 from bbcodec.errors import BbcodecError
 
@@ -49,6 +51,7 @@ examples:
   bbcodec train --preset vlae-bmnist --data ../shared/data/binarized_mnist.npz --minutes 60
   bbcodec export-model runs/vlae-bmnist --name vlae-bmnist --data ../shared/data/binarized_mnist.npz
   bbcodec bench --model vlae-bmnist --data ../shared/data/binarized_mnist.npz -n 1000 --json b.json
+  bbcodec latent reconstruct --model vlae-bmnist --data ../shared/data/binarized_mnist.npz -o r.png
 
 Run `bbcodec COMMAND --help` for a command's options and an example. Errors print one
 line (`bbcodec: error: ...`) and exit non-zero; --debug shows the traceback."""
@@ -58,6 +61,7 @@ line (`bbcodec: error: ...`) and exit non-zero; --debug shows the traceback."""
 
 COMMANDS = (
     _add_compress, _add_decompress, _add_models, _add_eval, _add_train, _add_export, _add_bench,
+    _add_latent,
 )  # fmt: skip
 
 
