@@ -45,10 +45,15 @@ EVAL_EXAMPLE = (
 TRAIN_DESCRIPTION = """\
 Train a model from a named preset (model config + training recipe) on the train split of
 --data, validating on the recipe's validation split (first 2000 images). The run folder
-holds checkpoint.pt (rewritten every few minutes), log.jsonl and, at the end,
-model.safetensors. Running the same command again resumes from the checkpoint; the budget
-counts all sessions together. --export NAME then evaluates the final model on the test
-split and adds it to the shipped models (as `bbcodec export-model` does)."""
+holds checkpoint.pt (rewritten every few minutes), log.jsonl, run.json (the preset and the
+overrides) and, at the end, model.safetensors. Running the same command again resumes from
+the checkpoint; the budget counts all sessions together. --export NAME then evaluates the
+final model on the test split and adds it to the shipped models (as `bbcodec export-model`
+does).
+
+The options under "overrides" change one knob of the preset's model or recipe each; the
+model card lists them. A resumed run keeps the overrides it started with (run.json) and
+refuses others that would change it: give each set of overrides its own --run-dir."""
 TRAIN_EXAMPLE = (
     "bbcodec train --preset vlae-bmnist --data ../shared/data/binarized_mnist.npz"
     " --minutes 60 --threads 2 --export vlae-bmnist"
@@ -196,16 +201,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _add_train(subparsers, common) -> None:
     def description() -> str:
-        from bbcodec.models.presets import PRESETS
+        from bbcodec.models.presets import PRESETS, describe
 
-        return TRAIN_DESCRIPTION + f"\n\npresets: {', '.join(sorted(PRESETS))}"
+        presets = "\n".join(describe(name) for name in sorted(PRESETS))
+        return TRAIN_DESCRIPTION + f"\n\npresets, with the values the overrides change:\n{presets}"
 
     summary = "train (or resume) a model from a preset"
     p = sub(subparsers, "train", summary, description, TRAIN_EXAMPLE, [common])
     p.add_argument("--preset", required=True, metavar="NAME",
                    help="model config and recipe (listed above)")  # fmt: skip
     p.add_argument("--data", required=True, metavar="PATH", help="dataset holding the train split")
-    p.add_argument("--run-dir", metavar="DIR", help="run folder (default runs/<preset>)")
+    p.add_argument("--run-dir", metavar="DIR", help="run folder (default runs/<preset>; one "
+                   "per set of overrides)")  # fmt: skip
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--minutes", type=positive_float, metavar="M", help="training time budget")
     budget.add_argument("--epochs", type=positive_float, metavar="E",
@@ -220,38 +227,81 @@ def _add_train(subparsers, common) -> None:
         "grown into the preset: same design with a larger kernel and/or more blocks, same "
         "function at the start (ignored when resuming)",
     )  # fmt: skip
+    _add_overrides(p)
     p.set_defaults(func=_cmd_train)  # fmt: skip
 
 
-def _preset(name: str):
-    """The ``(config, recipe)`` of a preset, or a `UsageError` that lists the presets."""
-    from bbcodec.models.presets import PRESETS
+#: The override options, one per `bbcodec.models.presets.KNOBS` entry and named after it
+#: (its ``dest`` is the knob); each is None unless given. Choices as in `ModelConfig`/`Recipe`.
+_OVERRIDES: tuple[tuple[str, dict[str, object]], ...] = (
+    ("--objective", {"choices": ("elbo", "beta", "free-bits"), "help": "training loss: elbo; "
+     "beta (recon + β·KL, needs --beta); free-bits (each latent dimension's KL counted as at "
+     "least τ, needs --free-bits-nats)"}),
+    ("--beta", {"type": positive_float, "metavar": "B",
+                "help": "β, the KL's weight under --objective beta (the ELBO's is 1)"}),
+    ("--free-bits-nats", {"type": positive_float, "metavar": "TAU",
+                          "help": "τ, free nats per latent dimension under --objective free-bits"}),
+    ("--delta-nats", {"type": positive_float, "metavar": "D",
+                      "help": "δ-VAE: committed rate δ of the AR(1) prior, nats over the latent"}),
+    ("--kernel-size", {"type": positive_int, "metavar": "K",
+                       "help": "decoder's local causal neighbourhood, K×K (K odd, ≥ 3)"}),
+    ("--row-context", {"action": argparse.BooleanOptionalAction, "help": "decoder also sees the "
+     "full causal past (δ-VAE's default; a VLAE with it codes its own image size only, "
+     "untiled) or not (VLAE's default)"}),
+    ("--latent-dim", {"type": positive_int, "metavar": "D",
+                      "help": "VLAE: latent dimensions (a δ-VAE has --n-steps × --step-dim)"}),
+    ("--n-steps", {"type": positive_int, "metavar": "N", "help": "δ-VAE: latent steps, bands of "
+     "rows (≥ 2; the anti-causal encoder needs them to divide the height)"}),
+    ("--step-dim", {"type": positive_int, "metavar": "D",
+                    "help": "δ-VAE: latent dimensions per step"}),
+    ("--encoder", {"choices": ("anti-causal", "conv"),
+                   "help": "q(z|x): anti-causal (δ-VAE's default; δ-VAE only) or conv (VLAE's)"}),
+    ("--channels", {"type": positive_int, "metavar": "C",
+                    "help": "width of the pixel network and the feature map"}),
+    ("--n-blocks", {"type": positive_int, "metavar": "N",
+                    "help": "gated 1×1 blocks in the pixel network"}),
+    ("--learning-rate", {"type": positive_float, "metavar": "LR",
+                         "help": "first learning rate of the cosine schedule"}),
+    ("--final-learning-rate", {"type": positive_float, "metavar": "LR",
+                               "help": "last learning rate of the cosine schedule (≤ the first)"}),
+    ("--batch-size", {"type": positive_int, "metavar": "B", "help": "images per step"}),
+    ("--aux-prior-steps", {"type": positive_int, "metavar": "N",
+                           "help": "δ-VAE: steps fitting the auxiliary prior after training"}),
+)  # fmt: skip
 
-    if name not in PRESETS:
-        raise UsageError(f"unknown preset {name!r} (known: {', '.join(sorted(PRESETS))})")
-    return PRESETS[name]
+
+def _add_overrides(p) -> None:
+    g = p.add_argument_group("overrides (default: the preset's value, listed above)")
+    for flag, kwargs in _OVERRIDES:
+        g.add_argument(flag, **kwargs)
 
 
-def _preset_details(name: str, recipe, seed: int) -> dict[str, object]:
-    """The model card's first rows: the preset, its training recipe and the seed."""
+def _run_details(record, seed: int) -> dict[str, object]:
+    """The model card's first rows: the preset, its overrides, the recipe and the seed."""
     import dataclasses
 
+    from bbcodec.models.presets import flags
+
+    recipe = record.settings()[1]
     text = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(recipe).items())
-    return {"preset": name, "recipe": text, "seed": seed}
+    overrides = f"`{flags(record.overrides)}`" if record.overrides else "none"
+    return {"preset": record.preset, "overrides": overrides, "recipe": text, "seed": seed}
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     setup_torch(args)
     from bbcodec.models.data import load_images
     from bbcodec.models.evaluate import check_images
-    from bbcodec.models.train import train
+    from bbcodec.models.presets import KNOBS, flags
+    from bbcodec.models.train import settle_run, train
 
-    config, recipe = _preset(args.preset)
+    overrides = {k: v for k, v in vars(args).items() if k in KNOBS and v is not None}
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / args.preset
+    record, config, recipe = settle_run(run_dir, args.preset, overrides)
     train_images = load_images(args.data, "train")
     check_images(config, train_images, f"{args.data} [train]")
     valid_images = load_images(args.data, recipe.valid_split)[:2000]
     check_images(config, valid_images, f"{args.data} [{recipe.valid_split}]")
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / args.preset
     init_from = None
     if args.init_from:
         from bbcodec.models.grow import check_growable
@@ -261,12 +311,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         check_growable(init_from.config, config)
     train(
         config, recipe, train_images, valid_images, run_dir, minutes=args.minutes, epochs=args.epochs,
-        device=args.device, seed=args.seed, init_from=init_from,
+        device=args.device, seed=args.seed, init_from=init_from, record=record,
     )  # fmt: skip
     weights = run_dir / "model.safetensors"
-    print(f"trained {args.preset}: {weights}")
+    changes = f" {flags(record.overrides)}" if record.overrides else ""
+    print(f"trained {args.preset}{changes}: {weights}")
     if args.export:
-        details = _preset_details(args.preset, recipe, args.seed)
+        details = _run_details(record, args.seed)
         if args.init_from:
             details["grown from"] = args.init_from
         _export(weights, args.export, args.data, "test", args.dataset, args, details)
@@ -285,7 +336,8 @@ def _add_export(subparsers, common) -> None:
     p.add_argument(
         "--dataset", metavar="LABEL", help="dataset label (default: the data file's name)"
     )
-    p.add_argument("--preset", metavar="NAME", help="preset the run used (recorded in the card)")
+    p.add_argument("--preset", metavar="NAME", help="preset the run used, for a run without "
+                   "run.json (recorded in the card with the recipe)")  # fmt: skip
     p.add_argument(
         "--interim", action="store_true",
         help="export the run's last checkpoint, before the run has finished (marked interim "
@@ -310,11 +362,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
         weights = weights / "model.safetensors"
     if not weights.is_file():
         raise WeightsError(f"{weights}: no such weights file (has the training run finished?)")
-    details: dict[str, object] = {"seed": args.seed}
-    if args.preset:
-        details = _preset_details(args.preset, _preset(args.preset)[1], args.seed)
+    record = _export_record(Path(args.run), args.preset)
+    details = _run_details(record, args.seed) if record is not None else {"seed": args.seed}
     _export(weights, args.name, args.data, args.split, args.dataset, args, details)
     return 0
+
+
+def _export_record(run: Path, preset: str | None):
+    """What the run trained with: its run.json (a run folder's, or that of the folder holding
+    the weights file), else ``preset`` without overrides, else None.
+
+    Raises:
+        UsageError: ``preset`` is not the one the run's record names.
+    """
+    from bbcodec.models.train import RunRecord, read_run_record
+
+    record = read_run_record(run if run.is_dir() else run.parent)
+    if record is not None and preset is not None and preset != record.preset:
+        raise UsageError(f"{run} is a run of preset {record.preset}, not {preset}")
+    if record is None and preset is not None:
+        record = RunRecord(preset, {})
+    return record
 
 
 def _export(

@@ -8,7 +8,11 @@ A run lives in one folder:
   (`load_checkpoint`), so a crafted file cannot run code: it is a `WeightsError`;
 - ``log.jsonl`` — one JSON line per log interval: step, epoch, images seen, wall seconds,
   training loss (bits/dim) and, every validation interval, validation −ELBO (bits/dim);
-- ``model.safetensors`` — the final weights with the config in the metadata (`export`).
+- ``model.safetensors`` — the final weights with the config in the metadata (`export`);
+- ``run.json`` — the preset and the overrides of it the run trains with (`RunRecord`). Once
+  the run has a checkpoint they are binding: a resumed run keeps them, and a command whose
+  overrides conflict with them is refused (`settle_run`). A run with a checkpoint but no
+  record (from before records) trained with its plain preset.
 
 The learning rate follows a cosine from ``learning_rate`` to ``final_learning_rate`` over the
 budget. The δ-VAE's auxiliary prior is fitted afterwards (``aux_prior_steps``) with the rest
@@ -17,6 +21,7 @@ of the model frozen, maximising E_{x, z~q(z|x)} log p_aux(z).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -30,11 +35,19 @@ from tqdm import tqdm
 
 from bbcodec.errors import UsageError, WeightsError
 from bbcodec.models.grow import grow_into
-from bbcodec.models.presets import Recipe
+from bbcodec.models.presets import (
+    UNUSED_KNOBS,
+    Recipe,
+    changed_knobs,
+    flags,
+    knob_values,
+    with_overrides,
+)
 from bbcodec.models.vae import LatentVariableModel, ModelConfig, nats_to_bpd
 from bbcodec.models.weights import save_weights
 
 CHECKPOINT = "checkpoint.pt"
+RUN_RECORD = "run.json"
 #: What `train` writes into a checkpoint (and `load_checkpoint` requires).
 CHECKPOINT_KEYS = ("config", "model", "optimizer", "state", "numpy_rng", "torch_rng")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -110,6 +123,79 @@ def _restore(path: Path, what: str, restore) -> None:
         raise _bad_checkpoint(path, reason[:200]) from None
 
 
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """What a run trains with: a preset (`bbcodec.models.presets`) and the overrides of it
+    that change something (knob → value), as ``run.json`` holds them."""
+
+    preset: str
+    overrides: dict[str, object]
+
+    def settings(self) -> tuple[ModelConfig, Recipe]:
+        """The model config and recipe (`bbcodec.models.presets.with_overrides`)."""
+        return with_overrides(self.preset, self.overrides)
+
+
+def read_run_record(run_dir: Path) -> RunRecord | None:
+    """A run folder's ``run.json``, or None if it has none.
+
+    Raises:
+        UsageError: a file that is not a run record.
+    """
+    path = Path(run_dir) / RUN_RECORD
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path}: unreadable run record ({exc})") from None
+    if not (
+        isinstance(data, dict)
+        and isinstance(data.get("preset"), str)
+        and isinstance(data.get("overrides"), dict)
+    ):
+        raise UsageError(f"{path}: not a run record (expected a preset and its overrides)")
+    return RunRecord(data["preset"], data["overrides"])
+
+
+def settle_run(
+    run_dir: Path, preset: str, overrides: dict[str, object]
+) -> tuple[RunRecord, ModelConfig, Recipe]:
+    """The record, model config and recipe of a run of ``preset`` with ``overrides`` in
+    ``run_dir``: a new run takes them as given; a run that has a checkpoint keeps the
+    overrides its record holds, and takes new ones only where they change nothing.
+
+    Raises:
+        UsageError: an unknown preset or a bad override (`with_overrides`); a run of
+            another preset; overrides that conflict with the run's.
+    """
+    resuming = (Path(run_dir) / CHECKPOINT).exists()
+    record = read_run_record(run_dir) if resuming else None
+    if record is not None and record.preset != preset:
+        raise UsageError(
+            f"{run_dir} is a run of preset {record.preset}: resume it with "
+            f"--preset {record.preset}, or use another --run-dir"
+        )
+    recorded = record.overrides if record is not None else {}
+    config, recipe = with_overrides(preset, recorded)
+    if resuming:
+        run_values = knob_values(config, recipe)
+        changed = {
+            knob: value
+            for knob, value in overrides.items()
+            if knob in run_values
+            and knob not in UNUSED_KNOBS[config.family]  # with_overrides says why
+            and value != run_values[knob]
+        }
+        if changed:
+            raise UsageError(
+                f"{run_dir} trains with {flags({k: run_values[k] for k in changed})}, not "
+                f"{flags(changed)}: resume it without these overrides, or use another --run-dir"
+            )
+    config, recipe = with_overrides(preset, {**recorded, **overrides})
+    return RunRecord(preset, changed_knobs(preset, config, recipe)), config, recipe
+
+
 @torch.no_grad()
 def validate(model: LatentVariableModel, images: np.ndarray, batch_size: int, device: str) -> float:
     """Mean one-sample −ELBO of ``images`` in bits/dim (the coding prior)."""
@@ -136,6 +222,7 @@ def train(
     valid_minutes: float = 10.0,
     log_every: int = 50,
     init_from: LatentVariableModel | None = None,
+    record: RunRecord | None = None,
 ) -> LatentVariableModel:
     """Train (or resume) a model; returns it after the budget, with the aux prior fitted.
 
@@ -146,6 +233,8 @@ def train(
             all sessions of this run together, so a resumed run finishes the same schedule.
         init_from: a new run starts from this trained smaller model, grown into ``config``
             (`bbcodec.models.grow`); a resumed run ignores it.
+        record: what the run trains with (`settle_run`, which checks it against the run's
+            own), written to ``run.json``.
     """
     if (minutes is None) == (epochs is None):
         raise UsageError("give exactly one budget: minutes or epochs")
@@ -175,6 +264,10 @@ def train(
     elif init_from is not None:
         grow_into(init_from.to(device), model)
         _append_log(run_dir, {"step": 0, "grown_from_config": init_from.config.to_json()})
+    if record is not None:  # after the checkpoint has been found to fit
+        tmp = run_dir / (RUN_RECORD + ".tmp")
+        tmp.write_text(json.dumps(dataclasses.asdict(record), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, run_dir / RUN_RECORD)
 
     n = len(train_images)
     total_images = epochs * n if epochs is not None else None

@@ -10,6 +10,10 @@
   decoder with the full causal past, and an auxiliary MADE prior fitted to the aggregate
   posterior after training (`fit_aux_prior`), used for coding and for the reported −ELBO.
 
+The family fixes the prior; the encoder and the decoder's full causal past are each
+family's default and may be swapped (`ModelConfig.encoder`, `ModelConfig.row_context`): a
+δ-VAE with a conv encoder or a local decoder, a VLAE whose decoder sees the full causal past.
+
 The interface the codec uses (all float32 torch tensors; z is (N, D) in latent units):
 
 - ``posterior(x) -> Gaussian``              q(z|x), (N, D) each;
@@ -54,6 +58,18 @@ class ElboTerms(NamedTuple):
         return self.recon_nats + self.kl_nats
 
 
+#: q(z|x) networks a `ModelConfig` may name.
+ENCODERS = ("conv", "anti-causal")
+
+
+def family_defaults(family: str) -> dict[str, object]:
+    """The ``row_context`` and ``encoder`` a family has unless its config says otherwise:
+    the δ-VAE's decoder sees the full causal past and its encoder is anti-causal (Razavi et
+    al. 2019); the VLAE's decoder is local and its encoder convolutional (Chen et al. 2017)."""
+    delta = family == "delta-vae"
+    return {"row_context": delta, "encoder": "anti-causal" if delta else "conv"}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model; stored beside its weights.
@@ -72,6 +88,17 @@ class ModelConfig:
         n_blocks: gated 1×1 blocks in the pixel network.
         n_mixtures: logistic mixture components for 8-bit pixels.
         made_hidden: width of the MADE prior's hidden layers.
+        row_context: whether the decoder also sees the full causal past (every pixel above
+            or to the left), not only its k×k neighbourhood. None (the default) means the
+            family's own choice (`family_defaults`: True for the δ-VAE, False for the VLAE)
+            and is resolved when the config is made, so the attribute is always a bool.
+        encoder: q(z|x)'s network, ``conv`` (`ConvEncoder`) or ``anti-causal``
+            (`AntiCausalEncoder`, δ-VAE only: it reads the latent sequence of bands). None
+            (the default) means the family's own, resolved like ``row_context``.
+
+    `to_json` leaves out ``row_context`` and ``encoder`` when they are the family's own, so a
+    config from before these fields existed writes the same JSON (and gives the same weights
+    fingerprint) as it always did.
     """
 
     family: str
@@ -87,10 +114,22 @@ class ModelConfig:
     n_blocks: int = 4
     n_mixtures: int = 5
     made_hidden: int = 256
+    row_context: bool | None = None
+    encoder: str | None = None
 
     def __post_init__(self):
         if self.family not in ("vlae", "delta-vae"):
             raise ValueError(f"unknown model family {self.family!r} (vlae or delta-vae)")
+        for name, default in family_defaults(self.family).items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {self.encoder!r} ({' or '.join(ENCODERS)})")
+        if self.encoder == "anti-causal" and self.family != "delta-vae":
+            raise ValueError(
+                "the anti-causal encoder reads a δ-VAE's latent sequence of bands; "
+                "a VLAE has one latent vector: use the conv encoder"
+            )
         if self.kind not in IN_CHANNELS:
             raise ValueError(f"unknown pixel kind {self.kind!r} (binary, grey or rgb)")
         object.__setattr__(self, "image_hw", tuple(self.image_hw))
@@ -113,7 +152,13 @@ class ModelConfig:
         return math.prod(self.image_shape)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """The fields as sorted JSON, ``row_context`` and ``encoder`` only where they are
+        not the family's own (see the class docstring)."""
+        fields = dataclasses.asdict(self)
+        for name, default in family_defaults(self.family).items():
+            if fields[name] == default:
+                del fields[name]
+        return json.dumps(fields, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
@@ -129,18 +174,20 @@ class LatentVariableModel(nn.Module):
         in_ch = IN_CHANNELS[c.kind]
         d = c.total_latent_dim
         feature_channels = c.feature_channels or c.channels
-        if c.family == "vlae":
+        if c.encoder == "conv":
             self.encoder = ConvEncoder(in_ch, c.image_hw, d, feature_channels)
+        else:
+            self.encoder = AntiCausalEncoder(in_ch, c.image_hw, c.n_steps, c.step_dim)
+        if c.family == "vlae":
             self.prior = MadePrior(d, c.made_hidden)
             self.aux_prior = None
         else:
-            self.encoder = AntiCausalEncoder(in_ch, c.image_hw, c.n_steps, c.step_dim)
             self.prior = AR1Prior(c.n_steps, c.step_dim, c.delta_nats)
             self.aux_prior = MadePrior(d, c.made_hidden)
         self.to_features = LatentToFeatures(d, c.image_hw, feature_channels, c.channels)
         self.decoder = PixelDecoder(
             c.kind, c.image_hw, c.channels, c.kernel_size, c.n_blocks, c.n_mixtures,
-            row_context=c.family == "delta-vae",
+            row_context=bool(c.row_context),
         )  # fmt: skip
 
     # ----- the coding interface -------------------------------------------------------

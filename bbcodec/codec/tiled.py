@@ -97,8 +97,9 @@ class TiledImage:
         decoder = adapter.model.decoder
         if decoder.row is not None:
             raise ImageKindError(
-                "a full-causal-past decoder codes only its own image size; "
-                "images of other sizes need a local-decoder model (a VLAE)"
+                "a full-causal-past decoder (row context) codes only its own image size; "
+                "images of other sizes need a model with a local decoder (a VLAE without "
+                "row context)"
             )
         if tuple(shape[2:]) != tuple(adapter.image_shape[2:]):
             raise ImageKindError(f"image of shape {shape} for a {adapter.kind} model")
