@@ -101,7 +101,7 @@ def test_every_small_size_round_trips_with_a_wide_neighbourhood(kind):
 
 def test_a_full_causal_past_model_codes_only_its_own_size():
     codec = ImageCodec(random_model(tiny_config("delta-vae", "grey")), CodingSettings())
-    with pytest.raises(ValueError, match="local-decoder"):
+    with pytest.raises(ValueError, match="local decoder"):
         codec.encode_chunk(_image("grey", (9, 9))[None])
 
 
