@@ -55,6 +55,10 @@ class EvalResult:
         kl_nats / kl_bpd: its KL (rate) part; recon_nats / recon_bpd: its −log p(x|z) part.
         elbo_z_samples: z-samples per image behind the −ELBO (always 1).
         active_units: latent dims with Cov_x(E_q[z_i]) > ``active_threshold``.
+        kl_dims_nats: each latent dimension's share of ``kl_nats`` (D,), the one-sample
+            terms log q(z_i|x) − log p(z_i|z_<i) averaged over the images.
+        posterior_mean_variance: Var_x(E_q[z_i]) per latent dimension (D,), what
+            ``active_units`` thresholds.
         iw_samples: k of the importance-weighted bound (0: not computed);
         iw_nll_nats / iw_nll_bpd: the bound, or None.
         kl_train_prior_nats / kl_train_prior_bpd: δ-VAE only, mean KL under the AR(1) prior;
@@ -96,6 +100,8 @@ class EvalResult:
     seed: int
     batch_size: int
     device: str
+    kl_dims_nats: tuple[float, ...]
+    posterior_mean_variance: tuple[float, ...]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (None for fields that do not apply)."""
@@ -196,6 +202,7 @@ def evaluate(
 
     sums = {"recon": 0.0, "kl": 0.0, "iw": 0.0, "kl_train": 0.0}
     kl_train_min = math.inf
+    kl_dims = torch.zeros(d, dtype=torch.float64)
     mean_sum = torch.zeros(d, dtype=torch.float64)
     mean_sq_sum = torch.zeros(d, dtype=torch.float64)
     t0 = time.perf_counter()
@@ -207,6 +214,7 @@ def evaluate(
             terms = model.elbo_terms(x)
             sums["recon"] += float(terms.recon_nats.double().sum())
             sums["kl"] += float(terms.kl_nats.double().sum())
+            kl_dims += terms.kl_dims_nats.double().sum(0).cpu()
             q = model.posterior(x)
             mu = q.mean.double().cpu()
             mean_sum += mu.sum(0)
@@ -267,4 +275,6 @@ def evaluate(
         seed=seed,
         batch_size=batch_size,
         device=str(device),
+        kl_dims_nats=tuple((kl_dims / n).tolist()),
+        posterior_mean_variance=tuple(variance.tolist()),
     )

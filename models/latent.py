@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from bbcodec.errors import DataError, UsageError
 from bbcodec.models import heads
-from bbcodec.models.evaluate import ACTIVE_UNIT_THRESHOLD, check_images
+from bbcodec.models.evaluate import check_images, evaluate
 from bbcodec.models.vae import LatentVariableModel, nats_to_bpd
 
 __all__ = [
@@ -263,30 +263,14 @@ def latent_report(
     Raises:
         DataError: images the model cannot code (kind, size).
     """
-    check_images(model.config, images)
     device = next(model.parameters()).device
-    n, d = len(images), model.config.total_latent_dim
-    recon = 0.0
-    kl_dims = torch.zeros(d, dtype=torch.float64)
-    mean_sum = torch.zeros(d, dtype=torch.float64)
-    mean_sq_sum = torch.zeros(d, dtype=torch.float64)
-    fork = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork), torch.inference_mode():
-        torch.manual_seed(seed)
-        starts = range(0, n, batch_size)
-        for start in tqdm(starts, desc="report", unit="batch", disable=not progress):
-            x = torch.from_numpy(images[start : start + batch_size]).to(device)
-            terms = model.elbo_terms(x)
-            recon += float(terms.recon_nats.double().sum())
-            kl_dims += terms.kl_dims_nats.double().sum(0).cpu()
-            mu = model.posterior(x).mean.double().cpu()
-            mean_sum += mu.sum(0)
-            mean_sq_sum += (mu**2).sum(0)
-    kl_dims /= n
-    variance = (mean_sq_sum / n - (mean_sum / n) ** 2).clamp(min=0)
-    active = variance > ACTIVE_UNIT_THRESHOLD
-    dims = model.config.dims_per_image
-    kl, recon = float(kl_dims.sum()), recon / n
+    r = evaluate(
+        model, images, batch_size=batch_size, seed=seed, device=str(device), progress=progress
+    )
+    kl_dims = r.kl_dims_nats
+    active = [v > r.active_threshold for v in r.posterior_mean_variance]
+    n, d, dims = r.n_images, r.latent_dim, r.dims_per_image
+    kl, recon = float(sum(kl_dims)), r.recon_nats
     return LatentReport(
         n_images=n,
         latent_dim=d,
@@ -297,11 +281,11 @@ def latent_report(
         kl_bpd=nats_to_bpd(kl, dims),
         recon_bpd=nats_to_bpd(recon, dims),
         neg_elbo_bpd=nats_to_bpd(kl + recon, dims),
-        kl_dims_nats=kl_dims.tolist(),
-        mean_variance=variance.tolist(),
-        active=active.tolist(),
-        active_units=int(active.sum()),
-        active_threshold=ACTIVE_UNIT_THRESHOLD,
+        kl_dims_nats=list(kl_dims),
+        mean_variance=list(r.posterior_mean_variance),
+        active=active,
+        active_units=r.active_units,
+        active_threshold=r.active_threshold,
         seed=seed,
     )
 
