@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_runs import listing as _listing
+from cli_runs import npy as _npy
+from cli_runs import run
 from PIL import Image
 
 from bbcodec import api, zoo
 from bbcodec.cli import codec_commands
-from bbcodec.cli.main import main
 from bbcodec.codec import CodingSettings, ImageCodec
 from bbcodec.container import ContainerReader, ContainerWriter
 from bbcodec.models.data import load_images
@@ -65,27 +67,11 @@ def _bits(n: int = 12, shape=(8, 8), seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 2, (n, *shape), dtype=np.uint8)
 
 
-def _npy(name: str, images: np.ndarray) -> str:
-    np.save(name, images)
-    return name
-
-
 def _png_folder(name: str, images: np.ndarray, mode: str) -> str:
     Path(name).mkdir()
     for i, image in enumerate(images):
         Image.fromarray(image.astype(bool) if mode == "1" else image).save(f"{name}/{i:03d}.png")
     return name
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main([*argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _listing() -> set[str]:
-    """Everything in the work folder, hidden temporary files included."""
-    return {str(p.relative_to(Path.cwd())) for p in Path.cwd().rglob("*")}
 
 
 def _assert_fails_cleanly(capsys, argv, *fragments: str, code: int | None = None) -> str:

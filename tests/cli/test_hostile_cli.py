@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_runs import listing as _listing
+from cli_runs import npy as _npy
+from cli_runs import run
 from PIL import Image, PngImagePlugin
 
 from bbcodec import api, zoo
@@ -53,22 +56,6 @@ def model() -> tuple[str, str]:
 
 def _bits(n: int, shape=(8, 8), seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 2, (n, *shape), dtype=np.uint8)
-
-
-def _npy(name: str, images: np.ndarray) -> str:
-    np.save(name, images)
-    return name
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main([*argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _listing() -> set[str]:
-    """Everything in the work folder, hidden temporary files included."""
-    return {str(p.relative_to(Path.cwd())) for p in Path.cwd().rglob("*")}
 
 
 def _one_error_line(err: str, *fragments: str) -> str:
