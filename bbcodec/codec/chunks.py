@@ -207,6 +207,7 @@ class ImageCodec:
             settings.direct_latent_stds,
         )  # fmt: skip
         self.image_shape = self.adapter.image_shape
+        self.seeded = settings.initial_bits == "seed"  # else each chunk starts empty
         self._batched = BatchedLayout(self.adapter, settings.max_batch)
 
     def _layout(self, shape: tuple[int, ...]) -> BatchedLayout | TiledLayout:
@@ -244,14 +245,13 @@ class ImageCodec:
             )
         layout = self._layout(images.shape[1:])
         report = _counter(progress)
-        seeded = self.settings.initial_bits == "seed"
-        size = initial_seed_words(self.adapter.latent_dim) if seeded else 1
+        size = initial_seed_words(self.adapter.latent_dim) if self.seeded else 1
         while True:
             try:
                 return self._run(self._encode, layout, images, first, size, report)
             except MessageUnderflowError:
                 size *= 2  # seed words, or images (tile groups) coded directly
-                if size > (MAX_SEED_WORDS if seeded else MAX_DIRECT):
+                if size > (MAX_SEED_WORDS if self.seeded else MAX_DIRECT):
                     raise RuntimeError(
                         "one image needs more initial bits than any seed allows"
                     ) from None
@@ -259,7 +259,7 @@ class ImageCodec:
     def _encode(self, layout, images, first: int, size: int, report):
         """Encode a chunk from ``size`` seed words or, with ``initial_bits="direct"``, an
         empty stack and at least ``size`` directly coded items."""
-        seeded = self.settings.initial_bits == "seed"
+        seeded = self.seeded
         message = Message.seeded(self.settings.seed, size) if seeded else Message.empty()
         message.meter = meter = _PerImageMeter(len(images))
         coded = layout.push(message, images, meter, report, None if seeded else size)
@@ -309,7 +309,7 @@ class ImageCodec:
         message = Message.from_words(np.asarray(chunk.words, dtype=np.uint32))
         layout = self._layout(shape)
         max_batch = self.settings.max_batch
-        if self.settings.initial_bits == "seed":
+        if self.seeded:
             seed_words, coded = _pop_seeded_trailer(message, max_batch)
         else:
             coded = _pop_direct_trailer(message, layout, chunk.count, max_batch)
@@ -320,7 +320,7 @@ class ImageCodec:
             )
         images = np.empty((chunk.count, *shape), dtype=np.uint8)
         layout.pop(message, coded, images, _counter(progress))
-        if self.settings.initial_bits == "seed":
+        if self.seeded:
             message.seed = Seed(self.settings.seed, seed_words)
             message.check_seed()
         else:
