@@ -85,23 +85,46 @@ class Terminated(BaseException):
     command (temporary outputs removed, worker processes stopped), then exits with 143."""
 
 
-def _terminate(signum, frame) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up
-    raise Terminated
+_INTERRUPTIONS = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "terminated")}
+
+
+class _Interruption:
+    """The Ctrl-C or SIGTERM received while the command ran, if any. Native code (a
+    weights loader, say) may turn the exception a signal raised into an error of its own;
+    with this record the command still ends as interrupted, not with that error."""
+
+    signum: int | None = None
+
+    @classmethod
+    def on_sigint(cls, signum, frame) -> None:
+        cls.signum = signum
+        raise KeyboardInterrupt
+
+    @classmethod
+    def on_sigterm(cls, signum, frame) -> None:
+        cls.signum = signum
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up
+        raise Terminated
 
 
 @contextlib.contextmanager
-def _sigterm_raises():
-    """While the command runs, SIGTERM raises `Terminated` (main thread only: signal
-    handlers can be set nowhere else); the previous handler is restored after."""
+def _signals_raise():
+    """While the command runs, Ctrl-C raises `KeyboardInterrupt` and SIGTERM `Terminated`,
+    each recorded in `_Interruption` (main thread only: signal handlers can be set nowhere
+    else); the previous handlers are restored after."""
+    _Interruption.signum = None
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, _Interruption.on_sigint),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, _Interruption.on_sigterm),
+    }
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -111,6 +134,19 @@ def _out_of_memory(exc: BaseException) -> bool:
     torch = sys.modules.get("torch")
     oom = getattr(torch, "OutOfMemoryError", None)
     return oom is not None and isinstance(exc, oom)
+
+
+def _user_error(exc: BaseException) -> tuple[int, str] | None:
+    """The exit code and one-line message for an error a user can cause, None for a bug.
+    Any error while a Ctrl-C or SIGTERM is being handled counts as that interruption."""
+    if isinstance(exc, (KeyboardInterrupt, Terminated)) or _Interruption.signum is not None:
+        return _INTERRUPTIONS[_Interruption.signum or signal.SIGINT]
+    if isinstance(exc, (BbcodecError, OSError)):
+        return 1, _one_line(exc)
+    if _out_of_memory(exc):
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return 1, f"out of memory ({' '.join(first.split())})"
+    return None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -132,29 +168,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        with _sigterm_raises():
+        with _signals_raise():
             return args.func(args)
-    except KeyboardInterrupt:
-        if args.debug:
+    except BaseException as exc:
+        error = _user_error(exc)
+        if error is None or args.debug:
             raise
-        print("bbcodec: error: interrupted", file=sys.stderr)
-        return 130
-    except Terminated:
-        if args.debug:
-            raise
-        print("bbcodec: error: terminated", file=sys.stderr)
-        return 143
-    except (BbcodecError, OSError) as exc:
-        if args.debug:
-            raise
-        print(f"bbcodec: error: {_one_line(exc)}", file=sys.stderr)
-        return 1
-    except (MemoryError, RuntimeError) as exc:
-        if args.debug or not _out_of_memory(exc):
-            raise
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        print(f"bbcodec: error: out of memory ({' '.join(first.split())})", file=sys.stderr)
-        return 1
+        code, message = error
+        print(f"bbcodec: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

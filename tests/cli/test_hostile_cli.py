@@ -274,6 +274,26 @@ def test_sigterm_leaves_nothing(model):
     assert sorted(p.name for p in Path.cwd().iterdir()) == ["x.npy"]
 
 
+def test_signal_turned_into_another_error_still_ends_as_the_signal(capsys, model, monkeypatch):
+    """Native code (safetensors' loader, say) may catch the `Terminated` a SIGTERM raised
+    and raise an error of its own: the command still ends as terminated, cleaned up."""
+    _npy("x.npy", _bits(4))
+
+    def garbled(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs here
+        except BaseException as exc:
+            raise ValueError("could not determine the shape of object type") from exc
+
+    monkeypatch.setattr(ImageCodec, "encode_chunk", garbled)  # while the output is open
+    code, _, err = run(capsys, "compress", "x.npy", "-o", "x.bbc", *model)
+    assert code == 143
+    assert _one_error_line(err) == "bbcodec: error: terminated"
+    assert sorted(p.name for p in Path.cwd().iterdir()) == ["x.npy"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+
+
 # ----- 6. out of memory -------------------------------------------------------------------
 
 
