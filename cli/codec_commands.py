@@ -40,6 +40,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from bbcodec.cli import dataset_commands
 from bbcodec.cli.args import (
     WORKERS_HELP,
     add_debug,
@@ -112,7 +113,12 @@ after the last chunk), whatever the output; a damaged file, one made with other 
 image over --max-pixels is an error and nothing is written. Decoding runs on the device
 and with the torch thread count the file records (see `--device`); with --workers, each
 worker process decodes whole chunks with that thread count, and the images come out in
-file order."""
+file order.
+
+A dataset folder (made by compress in dataset mode) is checked first — the manifest, every
+shard's size and sha256 against it, and the weights — then decoded shard by shard (--workers
+shards side by side) into DEST: a tree of PNGs under their original names, numbered PNGs
+for an array dataset, or one array if DEST ends in .npy."""
 
 
 def _compress_description() -> str:
@@ -129,7 +135,8 @@ def _add_compress(subparsers, common) -> None:
         _compress_description, "bbcodec compress digits/ more.npy -o digits.bbc -v", [common],
     )  # fmt: skip
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="PNG files or folders, .npy, .npz")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.bbc", help="the file to write")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.bbc",
+                   help="the file to write (a folder in dataset mode, below)")  # fmt: skip
     p.add_argument(
         "--model", metavar="NAME|PATH",
         help="a shipped model name (see `bbcodec models`) or a weights file/run folder "
@@ -154,10 +161,13 @@ def _add_compress(subparsers, common) -> None:
     add_max_pixels(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    dataset_commands.add_dataset_options(p)
     p.set_defaults(func=_cmd_compress)
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
+    if dataset_commands.dataset_mode(args):
+        return dataset_commands.compress_dataset(args)
     out = Path(args.output)
     _check_new_output(out, args.force, folder_ok=False)
     setup_torch(args)
@@ -356,7 +366,8 @@ def _add_decompress(subparsers, common) -> None:
         subparsers, "decompress", "decompress a .bbc file to a folder of PNGs or a .npy",
         DECOMPRESS_DESCRIPTION, "bbcodec decompress digits.bbc -o digits/", [],
     )  # fmt: skip
-    p.add_argument("input", metavar="IN.bbc", help="the file to decompress")
+    p.add_argument("input", metavar="IN.bbc", help="the file to decompress, or a dataset "
+                   "folder (compress's dataset mode)")  # fmt: skip
     p.add_argument(
         "-o", "--output", required=True, metavar="OUT",
         help="OUT.npy for one array, OUT.png for a one-image file, anything else for a "
@@ -381,6 +392,8 @@ def _add_decompress(subparsers, common) -> None:
 
 
 def _cmd_decompress(args: argparse.Namespace) -> int:
+    if Path(args.input).is_dir():
+        return dataset_commands.decompress_dataset(args)
     out = Path(args.output)
     _check_new_output(out, args.force, folder_ok=True)
     source = Path(args.input)

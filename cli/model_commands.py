@@ -53,7 +53,14 @@ does).
 
 The options under "overrides" change one knob of the preset's model or recipe each; the
 model card lists them. A resumed run keeps the overrides it started with (run.json) and
-refuses others that would change it: give each set of overrides its own --run-dir."""
+refuses others that would change it: give each set of overrides its own --run-dir.
+
+Started by torchrun (`torchrun --standalone --nproc_per_node N -m bbcodec.cli.main train
+...`, see the README for several machines) it trains on N processes with
+DistributedDataParallel: gloo on the CPU (--threads T each), nccl with --device cuda (one
+GPU each). Each step's --batch-size images are split among the processes, so the recipe
+means what it means in one process and a run may be resumed with another number of them;
+rank 0 writes the run folder and exports."""
 TRAIN_EXAMPLE = (
     "bbcodec train --preset vlae-bmnist --data ../shared/data/binarized_mnist.npz"
     " --minutes 60 --threads 2 --export vlae-bmnist"
@@ -293,7 +300,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from bbcodec.models.data import load_images
     from bbcodec.models.evaluate import check_images
     from bbcodec.models.presets import KNOBS, flags
-    from bbcodec.models.train import settle_run, train
+    from bbcodec.models.train import settle_run, torchrun_processes, train
 
     overrides = {k: v for k, v in vars(args).items() if k in KNOBS and v is not None}
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / args.preset
@@ -309,10 +316,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         init_from = load_model(args.init_from)
         check_growable(init_from.config, config)
-    train(
-        config, recipe, train_images, valid_images, run_dir, minutes=args.minutes, epochs=args.epochs,
-        device=args.device, seed=args.seed, init_from=init_from, record=record,
-    )  # fmt: skip
+    with torchrun_processes(args.device) as process:
+        train(
+            config, recipe, train_images, valid_images, run_dir, minutes=args.minutes,
+            epochs=args.epochs, device=process.device, seed=args.seed, init_from=init_from,
+            record=record,
+        )  # fmt: skip
+    if process.rank > 0:  # rank 0 reports and exports
+        return 0
     weights = run_dir / "model.safetensors"
     changes = f" {flags(record.overrides)}" if record.overrides else ""
     print(f"trained {args.preset}{changes}: {weights}")

@@ -17,20 +17,37 @@ A run lives in one folder:
 The learning rate follows a cosine from ``learning_rate`` to ``final_learning_rate`` over the
 budget. The δ-VAE's auxiliary prior is fitted afterwards (``aux_prior_steps``) with the rest
 of the model frozen, maximising E_{x, z~q(z|x)} log p_aux(z).
+
+Under torchrun a run trains on several processes (`torchrun_processes`; DDP, gloo on the CPU,
+nccl on CUDA). Every step takes the batch one process would take — ``batch_size`` images,
+in the same order — and splits it among the processes; DistributedDataParallel averages
+their gradients, each weighted by its share, into the gradient of the batch's mean loss.
+So the recipe's batch size and learning-rate schedule mean what they mean in one process,
+and a run may be resumed with another number of processes. (The free-bits objective clamps
+each share's batch-mean KL.) Each process draws its own z noise. Rank 0's clock counts the
+time budget and every process adds its step times, so all see the same progress and stop
+at the same step. Rank 0 alone reads the checkpoint (and sends it to the others), writes
+the run folder, validates, shows the progress bar and fits the δ-VAE's auxiliary prior; the
+others end after the training loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from bbcodec.errors import UsageError, WeightsError
@@ -196,6 +213,95 @@ def settle_run(
     return RunRecord(preset, changed_knobs(preset, config, recipe)), config, recipe
 
 
+class Process(NamedTuple):
+    """This process's place in a training run: the device it trains on, its rank and the
+    number of processes (``world_size`` 1: alone, without torchrun)."""
+
+    device: str
+    rank: int
+    world_size: int
+
+
+@contextlib.contextmanager
+def torchrun_processes(device: str) -> Iterator[Process]:
+    """Join the run's process group for the context's duration when started by torchrun
+    (``WORLD_SIZE`` > 1 in the environment): gloo on the CPU; nccl with ``device`` cuda,
+    each process on GPU ``LOCAL_RANK`` of its machine. Alone it changes nothing.
+
+    Example:
+        >>> with torchrun_processes("cpu") as process:  # not under torchrun
+        ...     process
+        Process(device='cpu', rank=0, world_size=1)
+
+    Raises:
+        UsageError: ``WORLD_SIZE`` without torchrun's ``LOCAL_RANK``; ``cuda:N`` under
+            torchrun (each process takes its own GPU: give ``cuda``); cuda without CUDA;
+            more processes on a machine than it has GPUs; a torch without the backend.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        yield Process(device, 0, 1)
+        return
+    if "LOCAL_RANK" not in os.environ:
+        raise UsageError(
+            f"WORLD_SIZE is {world_size} but LOCAL_RANK is not set: start the processes with torchrun"
+        )
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if device.startswith("cuda:"):
+        raise UsageError(
+            f"--device {device}: under torchrun each process trains on GPU LOCAL_RANK of "
+            "its machine; give --device cuda"
+        )
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(
+                "--device cuda: CUDA is not available on this machine; use --device cpu"
+            )
+        if local_rank >= torch.cuda.device_count():
+            raise UsageError(
+                f"process {local_rank} of this machine has no GPU of its own "
+                f"({torch.cuda.device_count()} GPUs): --nproc_per_node at most that"
+            )
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if not dist.is_available() or not dist.is_backend_available(backend):
+        raise UsageError(f"this torch has no {backend} backend: training on several processes "
+                         f"with --device {device.split(':')[0]} needs it")  # fmt: skip
+    dist.init_process_group(backend, device_id=torch.device(device) if backend == "nccl" else None)
+    try:
+        yield Process(device, dist.get_rank(), dist.get_world_size())
+    finally:
+        dist.destroy_process_group()
+
+
+def _rank_and_world_size() -> tuple[int, int]:
+    """(rank, number of processes) of the process group `torchrun_processes` joined;
+    (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _from_rank_0(obj):
+    """Rank 0's ``obj`` (any picklable value), on every process."""
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class _Loss(torch.nn.Module):
+    """`LatentVariableModel.loss` as a module's forward: the call through which
+    DistributedDataParallel averages the gradients of the processes."""
+
+    def __init__(self, model: LatentVariableModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, objective: str, beta: float, free_bits_nats: float):
+        return self.model.loss(x, objective, beta, free_bits_nats)
+
+
 @torch.no_grad()
 def validate(model: LatentVariableModel, images: np.ndarray, batch_size: int, device: str) -> float:
     """Mean one-sample −ELBO of ``images`` in bits/dim (the coding prior)."""
@@ -226,6 +332,11 @@ def train(
 ) -> LatentVariableModel:
     """Train (or resume) a model; returns it after the budget, with the aux prior fitted.
 
+    In a process group (`torchrun_processes`) every process calls it with the same
+    arguments and trains its share of each step (see the module docstring); rank 0 returns
+    the run's model, the others theirs as it was at the end of the training loop (without
+    the δ-VAE's auxiliary prior fitted).
+
     Args:
         train_images: (N, H, W[, 3]) uint8.
         valid_images: a small held-out set for the logged validation −ELBO.
@@ -235,18 +346,32 @@ def train(
             (`bbcodec.models.grow`); a resumed run ignores it.
         record: what the run trains with (`settle_run`, which checks it against the run's
             own), written to ``run.json``.
+
+    Raises:
+        UsageError: no budget or two; a checkpoint of another config; fewer images per
+            step (``batch_size``) than processes.
     """
     if (minutes is None) == (epochs is None):
         raise UsageError("give exactly one budget: minutes or epochs")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    rank, world_size = _rank_and_world_size()
+    if recipe.batch_size < world_size:
+        raise UsageError(
+            f"--batch-size {recipe.batch_size} is smaller than the {world_size} processes: "
+            "each needs at least one image per step"
+        )
+    lead = rank == 0
+    if lead:
+        run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = LatentVariableModel(config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
     state = {"step": 0, "images": 0, "seconds": 0.0, "aux_step": 0}
     ckpt_path = run_dir / CHECKPOINT
     rng = np.random.default_rng(seed)
-    if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
+    ckpt = load_checkpoint(ckpt_path) if lead and ckpt_path.exists() else None
+    if world_size > 1:
+        ckpt = _from_rank_0(ckpt)
+    if ckpt is not None:
         if ckpt["config"] != config:
             raise UsageError(
                 f"{ckpt_path} belongs to a different model config; use another run folder"
@@ -258,16 +383,33 @@ def train(
         )
         _restore(ckpt_path, "torch RNG", lambda: torch.set_rng_state(ckpt["torch_rng"]))
         state = ckpt["state"]
-        print(
-            f"resuming {run_dir} at step {state['step']} ({state['seconds'] / 60:.1f} min trained)"
-        )
+        if lead:
+            print(
+                f"resuming {run_dir} at step {state['step']} "
+                f"({state['seconds'] / 60:.1f} min trained)"
+            )
     elif init_from is not None:
         grow_into(init_from.to(device), model)
-        _append_log(run_dir, {"step": 0, "grown_from_config": init_from.config.to_json()})
-    if record is not None:  # after the checkpoint has been found to fit
+        if lead:
+            _append_log(run_dir, {"step": 0, "grown_from_config": init_from.config.to_json()})
+    if record is not None and lead:  # after the checkpoint has been found to fit
         tmp = run_dir / (RUN_RECORD + ".tmp")
         tmp.write_text(json.dumps(dataclasses.asdict(record), indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, run_dir / RUN_RECORD)
+    loss_of = model.loss
+    if world_size > 1:
+        # Its own z noise: rank 0 continues the run's stream.
+        if not lead:
+            torch.manual_seed(
+                int(np.random.SeedSequence([seed, rank, state["step"]]).generate_state(1)[0])
+            )
+        # DDP wants every parameter it syncs used by each step: the aux prior is fitted after.
+        if model.aux_prior is not None:
+            model.aux_prior.requires_grad_(False)
+        loss_of = DistributedDataParallel(
+            _Loss(model), device_ids=None if device == "cpu" else [torch.device(device).index],
+            forward_sync_buffers=False,  # the buffers (masks, the AR(1) α) never change
+        )  # fmt: skip
 
     n = len(train_images)
     total_images = epochs * n if epochs is not None else None
@@ -287,8 +429,9 @@ def train(
     order = rng.permutation(n)
     cursor = (state["images"]) % n
     bar = tqdm(
-        total=1000, desc=f"train {run_dir.name}", unit="‰", initial=int(1000 * min(progress(), 1))
-    )
+        total=1000, desc=f"train {run_dir.name}", unit="‰", initial=int(1000 * min(progress(), 1)),
+        disable=not lead,
+    )  # fmt: skip
     running = []
     model.train()
     if progress() < 1.0:  # the weights will move: an aux prior fitted to the old ones is stale
@@ -299,28 +442,44 @@ def train(
             order, cursor = rng.permutation(n), 0
         idx = order[cursor : cursor + recipe.batch_size]
         cursor += recipe.batch_size
+        share = np.array_split(idx, world_size)[rank]  # this process's images of the step
         frac = min(progress(), 1.0)
         lr = recipe.final_learning_rate + 0.5 * (
             recipe.learning_rate - recipe.final_learning_rate
         ) * (1 + math.cos(math.pi * frac))
         for group in opt.param_groups:
             group["lr"] = lr
-        x = torch.from_numpy(train_images[np.sort(idx)]).to(device)
-        loss, terms = model.loss(x, recipe.objective, recipe.beta, recipe.free_bits_nats)
+        x = torch.from_numpy(train_images[np.sort(share)]).to(device)
+        loss, terms = loss_of(x, recipe.objective, recipe.beta, recipe.free_bits_nats)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        # DDP averages the processes' gradients: weighted by its share of the batch, each
+        # adds its part of the gradient of the batch's mean loss (the weight is 1 alone).
+        (loss * (len(share) * world_size / len(idx))).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 100.0)
-        finite = bool(torch.isfinite(loss) and torch.isfinite(grad_norm))
+        loss_nats, kl_nats = loss.detach(), terms.kl_nats.detach().mean()
+        if world_size > 1:  # the batch's means, so that every process decides alike
+            means = torch.stack([loss_nats, kl_nats]) * (len(share) / len(idx))
+            dist.all_reduce(means)
+            loss_nats, kl_nats = means
+        finite = bool(torch.isfinite(loss_nats) and torch.isfinite(grad_norm))
         if finite:
             opt.step()
         else:  # one bad batch must not poison the weights of an unattended run: skip it
             state["skipped_steps"] = state.get("skipped_steps", 0) + 1
-            _append_log(run_dir, {"step": state["step"], "skipped_non_finite_batch": True})
+            if lead:
+                _append_log(run_dir, {"step": state["step"], "skipped_non_finite_batch": True})
+        step_s = time.time() - t0
+        if world_size > 1:  # rank 0's clock: every process's progress (and lr) must agree
+            clock_s = torch.tensor([step_s], dtype=torch.float64, device=device)
+            dist.broadcast(clock_s, src=0)
+            step_s = clock_s.item()
         state["step"] += 1
         state["images"] += len(idx)
-        state["seconds"] += time.time() - t0
+        state["seconds"] += step_s
         if finite:
-            running.append((loss.item() / math.log(2), terms.kl_nats.detach().mean().item()))
+            running.append((loss_nats.item() / math.log(2), kl_nats.item()))
+        if not lead:
+            continue
         bar.n = int(1000 * min(progress(), 1.0))
         if running:
             bar.set_postfix(loss_bpd=f"{running[-1][0]:.4f}")
@@ -338,6 +497,10 @@ def train(
             checkpoint()
             last_ckpt = time.time()
     bar.close()
+    if model.aux_prior is not None:  # frozen above for DDP
+        model.aux_prior.requires_grad_(True)
+    if not lead:
+        return model
     if model.aux_prior is not None and state["aux_step"] < recipe.aux_prior_steps:
         fit_aux_prior(model, train_images, recipe, state, rng, device, checkpoint, run_dir)
     checkpoint()
