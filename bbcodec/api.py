@@ -302,12 +302,49 @@ def compress(
     return buffer.getvalue()
 
 
+def decoding_settings(header: Header, device: str | None = None) -> CodingSettings:
+    """The settings to decode a file with: the file's own, on ``device`` if given.
+
+    A file of exact arithmetic decodes on any device and thread count (by default on the
+    one it was written on if this machine has it, else on the CPU); a file of float
+    arithmetic only on the device it was written on.
+
+    Raises:
+        DecodeError: a float-arithmetic file asked to decode on another device, or whose
+            device this machine lacks. UsageError: ``device`` is not on this machine.
+    """
+    settings = CodingSettings.from_header(header)
+    if settings.arithmetic == "exact":
+        if device is None:
+            try:
+                settings.check_device()
+            except UsageError:
+                device = "cpu"
+        chosen = dataclasses.replace(settings, device=device or settings.device)
+        chosen.check_device()
+        return chosen
+    if device is not None and device != settings.device:
+        raise DecodeError(
+            f"this file was encoded on {settings.device} with float arithmetic; it decodes "
+            f"only there (not on {device})"
+        )
+    try:
+        settings.check_device()
+    except UsageError as exc:  # the file's device, not an option
+        raise DecodeError(
+            f"this file was encoded on {settings.device} with float arithmetic; decoding "
+            f"needs that device ({exc})"
+        ) from None
+    return settings
+
+
 def decompress_from(
     f: BinaryIO,
     model=None,
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    device: str | None = None,
 ) -> Iterator[np.ndarray]:
     """Decode a ``.bbc`` stream chunk by chunk, yielding (count, H, W[, 3]) uint8 arrays.
 
@@ -322,23 +359,19 @@ def decompress_from(
             Chunks are yielded in file order either way.
         max_pixels: the largest image (H × W) the file may claim (``None``: no limit);
             checked before decoding (`bbcodec.container.ContainerReader`).
+        device: where to decode a file of exact arithmetic (`decoding_settings`).
 
     Raises:
         ContainerError: malformed file. DecodeError: wrong or unregistered model, or a
-            stream that does not decode. ChecksumError: pixels that do not match.
+            stream that does not decode, or a float file on another device. ChecksumError:
+            pixels that do not match.
         SizeLimitError: the file claims an image (or chunk) over ``max_pixels``.
     """
     _check_workers(workers)
     reader = ContainerReader(f, max_pixels)
     header = reader.header
     model_obj = model_for_file(header, model)
-    settings = CodingSettings.from_header(header)
-    try:
-        settings.check_device()
-    except UsageError as exc:  # the file's device, not an option: a DecodeError
-        raise DecodeError(
-            f"this file was encoded on {settings.device}; decoding needs that device ({exc})"
-        ) from None
+    settings = decoding_settings(header, device)
     plan = plan_coding(shape_runs(header.shapes), model_obj.config.image_shape,
                        settings.chunk_images, workers or 1, settings.device)  # fmt: skip
 

@@ -708,7 +708,7 @@ def _round_trip_alone(
     codec: ImageCodec, image: np.ndarray, model_name: str | None, progress
 ) -> RoundTrip:
     """One image's own file (a `bbcodec.codec.code_chunks` job): its `round_trip`."""
-    return round_trip(image[None], codec.adapter.model, model_name, codec.settings)
+    return round_trip(image[None], codec.model, model_name, codec.settings)
 
 
 def bench_photos(
@@ -745,7 +745,7 @@ def _bench_photo(
 ) -> PhotoRow:
     """One photo (a `bbcodec.codec.code_chunks` job, in a worker or in-process): its round
     trip, tiled −ELBO and baselines."""
-    model, settings = codec.adapter.model, codec.settings
+    model, settings = codec.model, codec.settings
     trip = _round_trip_alone(codec, image, model_name, progress)
     torch.manual_seed(settings.seed)  # the same z-samples however photos are spread
     with torch.inference_mode():

@@ -112,6 +112,17 @@ with this version's, so the reader reads the 4-byte magic, then one byte: 3 is v
 version. Its headers hold the whole sha256 of the weights and of each chunk's pixels
 (:attr:`Header.version` and the digests' lengths tell them apart).
 
+**Versions** (what a decoder must know of each):
+
+- 2 — the first public format: a long magic, JSON settings, whole sha256 digests, an end
+  record. Coded with float arithmetic: a file decodes only where PyTorch and the C library
+  compute the same floats as where it was written (`bbcodec.container_v2`).
+- 3 — this format: short varint header, small digests, no end record; a chunk starts from
+  an empty stack and codes its first images without bits back. The setting
+  ``arithmetic`` (key 10) says how the probabilities were computed; absent, it is
+  ``"exact"``: the model's integer twin and exact tables, the same on every machine and
+  device (`bbcodec.models.exact`). ``"float"`` marks a version-3 file of the float path.
+
 Example:
     >>> import numpy as np
     >>> images = [np.zeros((2, 3), np.uint8), np.ones((2, 3), np.uint8)]
@@ -215,6 +226,7 @@ SETTINGS_KEYS = (
     "posterior_window_stds",
     "initial_bits",
     "direct_latent_stds",
+    "arithmetic",
 )
 
 _MODEL_CODE_OF = {model_id: code for code, model_id in MODEL_CODES.items()}

@@ -404,7 +404,6 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
 
 
 def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
-    from bbcodec.codec import CodingSettings
     from bbcodec.container import ContainerReader
 
     with open(source, "rb") as f:
@@ -415,20 +414,16 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
             f"the file holds {n} image{'s' if n != 1 else ''}; -o NAME.png takes a one-image "
             "file: give a folder or a .npy"
         )
-    settings = CodingSettings.from_header(header)
-    if args.device is not None and args.device != settings.device:
-        raise DecodeError(
-            f"the file was encoded on {settings.device}; decode it with --device "
-            f"{settings.device} (decoding on another device is not supported)"
-        )
-    if settings.device.startswith("cuda"):
-        import torch
+    from bbcodec.api import decoding_settings
 
-        if not torch.cuda.is_available():
-            raise DecodeError(
-                f"the file was encoded on {settings.device}; decoding needs that device, and "
-                "CUDA is not available on this machine"
-            )
+    settings = decoding_settings(header, args.device)
+    if settings.arithmetic == "float":
+        print(
+            f"note: {source} was written with float arithmetic (an older bbcodec): it decodes "
+            "only on a machine computing the same floats as the one that wrote it; compress "
+            "the result again for a portable file",
+            file=sys.stderr,
+        )
     args.device = settings.device
     setup_torch(args)
     if args.model is None and header.model_id == "custom":
@@ -455,7 +450,9 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
         open(source, "rb") as f,
         _progress(n, "decompress", args.quiet) as bar,
         contextlib.closing(
-            decompress_from(f, model, bar.update, plan.workers, max_pixels=args.max_pixels)
+            decompress_from(
+                f, model, bar.update, plan.workers, max_pixels=args.max_pixels, device=args.device
+            )
         ) as chunks,
     ):
         # each writer reads the chunks to the end (the container's end record and trailing

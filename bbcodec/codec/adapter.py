@@ -15,8 +15,12 @@ Latent symbols are (B, D) int32 grid indices; images are (B, H, W[, 3]) uint8.
 Determinism (`docs/design.md`, *Determinism*): both autoregressive codecs get their parameters from the model's
 *step* functions on both sides — the encoder runs them on the true prefix
 (`all_params_by_steps`), the decoder on the prefix it has decoded — with the same batch
-shape, so the floats handed to constriction are bit-identical by construction. Grid values
-are k·Δ with Δ a power of two, so they convert to float32 exactly.
+shape, so the numbers handed to constriction are the same on both sides by construction.
+With ``exact=True`` (the default) they come from the model's integer twin
+(`bbcodec.models.exact.IntegerModel`) and exact tables (`ExactGaussian`, the mixtures'
+exact arithmetic), so they are also the same on every machine and device; with
+``exact=False`` from the float model and constriction's Gaussian (files of format 2).
+Grid values are k·Δ with Δ a power of two, so they convert to float32 exactly.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from bbcodec.coding import (
     Codec,
     DiscretizedLogisticMixture,
     DiscretizedLogisticMixtureRGB,
+    ExactGaussian,
     GaussianParams,
     LatentGrid,
     LogisticMixtureParams,
@@ -44,6 +49,7 @@ from bbcodec.coding import (
     all_params_by_steps,
     coder_float64,
 )
+from bbcodec.coding import fixed_point as fp
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,13 +84,18 @@ class ModelAdapter:
         device: torch device the model runs on.
         window_stds: the posterior's window in standard deviations (``None``: the grid).
         direct_stds: the step of a directly coded latent, in prior standard deviations.
+        exact: code with the model's integer twin and exact tables (portable files).
     """
 
     def __init__(
         self, model, grid: LatentGrid, device: str = "cpu", window_stds: float | None = None,
-        direct_stds: float = 3.0,
+        direct_stds: float = 3.0, exact: bool = True,
     ):  # fmt: skip
-        self.model = model.to(device).eval()
+        from bbcodec.models.exact import IntegerModel
+
+        model = model.to(device).eval()
+        self.model = IntegerModel(model, device) if exact else model
+        self.exact = exact
         self.grid = grid
         self.window_stds = window_stds
         self.direct_stds = direct_stds
@@ -101,6 +112,8 @@ class ModelAdapter:
         """Q(z̄|x) for (B, H, W[, 3]) uint8 images; codes (B, D) grid symbols."""
         q = self.model.posterior(torch.from_numpy(np.ascontiguousarray(images)).to(self.device))
         mean, std = _to_numpy(q.mean), _to_numpy(q.std)
+        if self.exact:
+            return ExactGaussian(mean, std, self.grid, windowed=True)
         if self.window_stds is None:
             return QuantizedGaussian(mean, std, self.grid)
         return WindowedQuantizedGaussian(mean, std, self.grid, self.window_stds)
@@ -116,7 +129,7 @@ class ModelAdapter:
             return GaussianParams(_to_numpy(g.mean), _to_numpy(g.std))
 
         codec = AutoRegressive(
-            lambda p: QuantizedGaussian(p.means, p.stds, self.grid),
+            lambda p: self._gaussian(p.means, p.stds, self.grid, group_size=batch),
             all_params_by_steps(step_params), step_params, self.latent_dim, (batch,),
         )  # fmt: skip
         return Relayout(codec, lambda s: s.T, lambda s: np.ascontiguousarray(s.T))
@@ -126,7 +139,15 @@ class ModelAdapter:
         the mass of [(k − ½)·s, (k + ½)·s] under N(0, 1), s = ``direct_stds``."""
         shape = (batch, self.latent_dim)
         steps = LatentGrid(self.direct_stds, DIRECT_OFFSET_LIMIT)
-        return QuantizedGaussian(np.zeros(shape), np.ones(shape), steps)
+        # One group per image: a chunk's direct images may be pushed together, popped apart.
+        return self._gaussian(np.zeros(shape), np.ones(shape), steps, group_size=self.latent_dim)
+
+    def _gaussian(self, means: np.ndarray, stds: np.ndarray, grid: LatentGrid, group_size=None):
+        """The quantised Gaussian of a prior: exact tables (coded in groups of
+        ``group_size`` symbols, `ExactGaussian`), or constriction's."""
+        if self.exact:
+            return ExactGaussian(means, stds, grid, group_size=group_size)
+        return QuantizedGaussian(means, stds, grid)
 
     @torch.no_grad()
     def direct_walk(
@@ -168,13 +189,16 @@ class ModelAdapter:
         if self.kind == "binary":
             return Bernoulli(params)
         if self.kind == "grey":
-            return DiscretizedLogisticMixture(*params)
-        return DiscretizedLogisticMixtureRGB(*params, group_size=batch)
+            return DiscretizedLogisticMixture(*params, exact=self.exact)
+        return DiscretizedLogisticMixtureRGB(*params, group_size=batch, exact=self.exact)
 
     def _pixel_params(self, raw: torch.Tensor) -> Any:
-        """(B, P) head parameters → the leaf's parameter container (float64)."""
+        """(B, P) head parameters → the leaf's parameter container (float64; activation
+        integers of the integer twin when exact)."""
         p = _to_numpy(raw)
         k = self.n_mixtures
+        if self.kind == "binary" and self.exact:
+            return fp.from_fixed(fp.fine_sigmoid_table()(p[:, 0]), fp.FINE_BITS)
         if self.kind == "binary":
             return 1.0 / (1.0 + np.exp(-p[:, 0]))
         if self.kind == "grey":
@@ -190,10 +214,14 @@ class ModelAdapter:
         symbols (n,), or (n, 3) for RGB (R of all n, then G, then B)."""
         return self._pixel_leaf(self._pixel_params(raw), raw.shape[0])
 
-    def likelihood(self, latents: np.ndarray) -> Relayout:
-        """P(x|z̄) for (B, D) grid symbols; codes (B, H, W[, 3]) uint8 images pixel by pixel."""
+    def likelihood(self, latents: np.ndarray) -> Relayout | Wavefront:
+        """P(x|z̄) for (B, D) grid symbols; codes (B, H, W[, 3]) uint8 images pixel by
+        pixel: in raster order, or, on the exact path with a local decoder, a wavefront
+        (`Wavefront`) that takes the pixels of a step side by side."""
         batch = latents.shape[0]
         z = torch.from_numpy(self.grid.to_values(latents).astype(np.float32)).to(self.device)
+        if self.exact and self.model.decoder.row is None:
+            return Wavefront(self, z)
         state: dict[str, Any] = {}
 
         @torch.no_grad()
@@ -221,3 +249,68 @@ class ModelAdapter:
             return np.ascontiguousarray(images, dtype=np.uint8)
 
         return Relayout(codec, to_steps, from_steps)
+
+
+def wavefront_positions(
+    height: int, width: int, skew: int, t: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols) of the pixels of wavefront step t, each (n,) int64, rows ascending:
+    pixel (i, j) is coded at step ``j + skew·i``; with ``skew`` = a local decoder's
+    half-width + 1 every pixel's causal neighbourhood lies in earlier steps."""
+    first_row = max(0, -(-(t - width + 1) // skew))
+    rows = torch.arange(first_row, min(height - 1, t // skew) + 1)
+    return rows, t - skew * rows
+
+
+class Wavefront:
+    """P(x|z̄) of B images, a local decoder's pixels in wavefront order (exact path).
+
+    Step t codes the pixels (i, j) with ``j + skew·i = t`` of all B images side by side
+    (position-major, image-minor: the layout the per-image rate split expects), so a
+    28×28 image takes 136 steps instead of 784. The encoder writes the whole images
+    first (a step reads the canvas only at its pixels' causal taps) and pushes steps last
+    first; the decoder pops them in order, writing each step's pixels as it goes.
+
+    Args:
+        adapter: the `ModelAdapter` (exact, local decoder).
+        z: (B, D) latent values.
+    """
+
+    def __init__(self, adapter: ModelAdapter, z: torch.Tensor):
+        self.adapter, self.z = adapter, z
+        self.height, self.width = adapter.image_shape[:2]
+        self.skew = adapter.model.decoder.local.half_width + 1
+        self.n_steps = self.width + self.skew * (self.height - 1)
+
+    def _codec(self, stepper, t: int) -> tuple[Codec, torch.Tensor, torch.Tensor]:
+        rows, cols = wavefront_positions(self.height, self.width, self.skew, t)
+        params = stepper.params_at(rows, cols)  # (B, n, P) → position-major (n · B, P)
+        return self.adapter.pixel_codec(params.transpose(0, 1).flatten(0, 1)), rows, cols
+
+    def push(self, message: Message, images: np.ndarray) -> None:
+        """Pushes (B, H, W[, 3]) uint8 images."""
+        stepper = self.adapter.model.pixel_stepper(self.z)
+        everything = torch.from_numpy(np.ascontiguousarray(images)).to(self.adapter.device)
+        rows, cols = torch.meshgrid(
+            torch.arange(self.height), torch.arange(self.width), indexing="ij"
+        )
+        stepper.write_at(rows.flatten(), cols.flatten(), everything.flatten(1, 2))
+        for t in reversed(range(self.n_steps)):
+            codec, rows, cols = self._codec(stepper, t)
+            pixels = np.swapaxes(images[:, rows.numpy(), cols.numpy()], 0, 1)  # (n, B[, 3])
+            codec.push(message, pixels.reshape(-1, *pixels.shape[2:]))
+
+    def pop(self, message: Message) -> np.ndarray:
+        """Pops (B, H, W[, 3]) uint8 images."""
+        stepper = self.adapter.model.pixel_stepper(self.z)
+        batch = self.z.shape[0]
+        images = np.zeros((batch, *self.adapter.image_shape), dtype=np.uint8)
+        for t in range(self.n_steps):
+            codec, rows, cols = self._codec(stepper, t)
+            popped = (
+                codec.pop(message).astype(np.uint8).reshape(len(rows), batch, *images.shape[3:])
+            )
+            pixels = np.ascontiguousarray(np.swapaxes(popped, 0, 1))  # (B, n[, 3])
+            images[:, rows.numpy(), cols.numpy()] = pixels
+            stepper.write_at(rows, cols, torch.from_numpy(pixels).to(self.adapter.device))
+        return images

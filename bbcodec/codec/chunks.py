@@ -201,10 +201,11 @@ class ImageCodec:
     """
 
     def __init__(self, model, settings: CodingSettings):
+        self.model = model
         self.settings = settings
         self.adapter = ModelAdapter(
             model, settings.grid, settings.device, settings.posterior_window_stds,
-            settings.direct_latent_stds,
+            settings.direct_latent_stds, exact=settings.arithmetic == "exact",
         )  # fmt: skip
         self.image_shape = self.adapter.image_shape
         self.seeded = settings.initial_bits == "seed"  # else each chunk starts empty
@@ -300,10 +301,22 @@ class ImageCodec:
                 raise
             raise DecodeError(
                 f"chunk of images {chunk.first}..{chunk.stop - 1} does not decode ({exc}); "
-                "the file is damaged or was made with other model weights or settings"
+                + self._likely_cause()
             ) from None
         verify_pixels(chunk, images)
         return images
+
+    def _likely_cause(self) -> str:
+        """Why a chunk whose container checks passed may not decode (the weights' digest
+        was checked already, and a damaged stream usually fails its CRC first)."""
+        if self.settings.arithmetic == "float":
+            return (
+                "this file was written with float arithmetic (format 2, or arithmetic=float), "
+                "which decodes only where PyTorch computes the same floats as on the machine "
+                "that wrote it (same CPU kind, PyTorch build, device and thread count): decode "
+                "it there, and compress it again to make it portable"
+            )
+        return "the file is damaged, or it was made by a bbcodec whose exact arithmetic differs"
 
     def _decode(self, chunk: Chunk, progress: Progress, shape: tuple[int, ...]) -> np.ndarray:
         message = Message.from_words(np.asarray(chunk.words, dtype=np.uint32))

@@ -7,6 +7,8 @@ import math
 import re
 
 from bbcodec.coding import LatentGrid
+from bbcodec.coding.exact_gaussian import INNER_BINS_PER_SIDE as EXACT_MIN_HALF_GRID
+from bbcodec.coding.fixed_point import FRAC_BITS as EXACT_FRAC_BITS
 from bbcodec.errors import DecodeError, UsageError
 from bbcodec.plan import DEFAULT_MAX_BATCH, MAX_BATCH_LIMIT
 
@@ -18,10 +20,14 @@ GRID_STEP_LOG2_RANGE = (-30, 30)
 MAX_WINDOW_STDS = 1024.0
 #: Where a chunk's first pop gets its bits (see `CodingSettings.initial_bits`).
 INITIAL_BITS = ("direct", "seed")
+#: How the numbers that set a probability are computed (``arithmetic``).
+ARITHMETICS = ("exact", "float")
 #: ``direct_latent_stds`` range.
 MIN_DIRECT_STDS, MAX_DIRECT_STDS = 0.125, 16.0
 #: What files of format version 2 (which do not record these settings) were coded with.
-_FORMAT_2_SETTINGS = {"posterior_window_stds": None, "initial_bits": "seed"}
+_FORMAT_2_SETTINGS = {
+    "posterior_window_stds": None, "initial_bits": "seed", "arithmetic": "float",
+}  # fmt: skip
 _DEVICE = re.compile(r"^(cpu|cuda(:[0-9]+)?)$")
 
 
@@ -68,6 +74,14 @@ class CodingSettings:
             204, 852, 11,499; the posterior mean on a fixed grid, best step per model (4, 2,
             2, 4): 147, 157, 832, 11,550; the prior's means (no latent bits): 176, 196, 916,
             11,411. 3.0 is within 18 bits of the best option for every model.
+        arithmetic: ``"exact"`` (the default): every number that sets a probability comes
+            from the model's integer twin (`bbcodec.models.exact.IntegerModel`) and exact
+            tables, so the file decodes on any machine, device and thread count; the
+            posterior window is then the exact coder's own (`bbcodec.coding.ExactGaussian`:
+            ±4 to ±8 σ) and ``posterior_window_stds`` is unused. ``"float"``: the float
+            model and constriction's Gaussian, as in files of format version 2 — a file
+            decodes only where PyTorch and the C library compute the same floats (in
+            practice: the machine that wrote it, same device and thread count).
 
     Raises:
         UsageError: a value of the wrong type or out of range (one message per field).
@@ -85,6 +99,7 @@ class CodingSettings:
     posterior_window_stds: float | None = 4.0
     initial_bits: str = "direct"
     direct_latent_stds: float = 3.0
+    arithmetic: str = "exact"
 
     def __post_init__(self) -> None:
         def integer(name: str, low: int, high: int | None = None, none_ok: bool = False):
@@ -98,6 +113,11 @@ class CodingSettings:
                 raise UsageError(f"{name} must be {bounds}, got {value}")
 
         integer("grid_step_log2", *GRID_STEP_LOG2_RANGE)
+        if self.arithmetic == "exact" and self.grid_step_log2 < -EXACT_FRAC_BITS:
+            raise UsageError(
+                f"grid_step_log2 must be at least −{EXACT_FRAC_BITS} with exact arithmetic "
+                f"(latents are {EXACT_FRAC_BITS}-bit fixed point), got {self.grid_step_log2}"
+            )
         bound = self.grid_bound
         if (
             not isinstance(bound, (int, float))
@@ -107,9 +127,14 @@ class CodingSettings:
         ):
             raise UsageError(f"grid_bound must be a positive number, got {bound!r}")
         try:
-            self.grid  # noqa: B018 — the grid's own checks (number of grid points)
+            grid = self.grid  # the grid's own checks (number of grid points)
         except ValueError as exc:
             raise UsageError(f"latent grid: {exc}") from None
+        if self.arithmetic == "exact" and grid.n_half < EXACT_MIN_HALF_GRID:
+            raise UsageError(
+                f"the latent grid needs at least {EXACT_MIN_HALF_GRID} points either side of 0 "
+                f"with exact arithmetic (grid_bound / 2**grid_step_log2), got {grid.n_half}"
+            )
         integer("max_batch", 1, MAX_BATCH_LIMIT)
         integer("chunk_images", 1, none_ok=True)
         integer("seed", 0, 2**63 - 1)  # a format-3 header stores it as a signed 64-bit int
@@ -130,6 +155,10 @@ class CodingSettings:
         if self.initial_bits not in INITIAL_BITS:
             raise UsageError(
                 f"initial_bits must be one of {', '.join(INITIAL_BITS)}, got {self.initial_bits!r}"
+            )
+        if self.arithmetic not in ARITHMETICS:
+            raise UsageError(
+                f"arithmetic must be one of {', '.join(ARITHMETICS)}, got {self.arithmetic!r}"
             )
         stds = self.direct_latent_stds
         if (

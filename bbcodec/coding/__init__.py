@@ -6,7 +6,10 @@ Modules, one job each:
 * :mod:`~bbcodec.coding.handover` — the one float64 conversion for constriction;
 * :mod:`~bbcodec.coding.quantization` — constriction's fixed-point probabilities;
 * :mod:`~bbcodec.coding.leaves` — Bernoulli, categorical, uniform, quantised Gaussian;
-* :mod:`~bbcodec.coding.logistic` — discretised logistic mixtures (grey and RGB);
+* :mod:`~bbcodec.coding.fixed_point` — integer-exact arithmetic and decimal-built tables;
+* :mod:`~bbcodec.coding.exact_gaussian` — Gaussian latents from tables every machine builds alike;
+* :mod:`~bbcodec.coding.logistic` — discretised logistic mixtures (grey and RGB; float or
+  exact arithmetic, :mod:`~bbcodec.coding.exact_logistic`);
 * :mod:`~bbcodec.coding.combinators` — serial, autoregressive, bits-back;
 * :mod:`~bbcodec.coding.rate` — information content and rate reports;
 * :mod:`~bbcodec.coding.testing` — ``check_codec``, the exact round trip for codec tests.
@@ -19,6 +22,7 @@ from bbcodec.coding.combinators import (
     all_params_by_steps,
     concat_params,
 )
+from bbcodec.coding.exact_gaussian import ExactGaussian
 from bbcodec.coding.handover import coder_float64
 from bbcodec.coding.leaves import (
     Bernoulli,
@@ -57,6 +61,7 @@ __all__ = [
     "Codec",
     "DiscretizedLogisticMixture",
     "DiscretizedLogisticMixtureRGB",
+    "ExactGaussian",
     "GaussianParams",
     "InformationMeter",
     "LatentGrid",

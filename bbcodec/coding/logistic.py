@@ -25,13 +25,19 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import constriction
 import numpy as np
 
+from bbcodec.coding.exact_logistic import (
+    exact_channel_means,
+    exact_mixture_table,
+    exact_reweight,
+    exact_weights,
+)
 from bbcodec.coding.handover import coder_float64
 from bbcodec.coding.leaves import coder_symbols, record_pop, record_push
 from bbcodec.coding.message import Message
@@ -115,6 +121,7 @@ def _push_rows(
     logit_weights: np.ndarray,
     means: np.ndarray,
     log_scales: np.ndarray,
+    table_of: Callable = logistic_mixture_table,
 ) -> np.ndarray | None:
     """Pushes 1-D int32 symbols row by row, chunks last-first (= one encode_reverse call).
 
@@ -126,7 +133,7 @@ def _push_rows(
     starts = range(0, symbols.size, TABLE_CHUNK_ROWS)
     for start in reversed(starts):
         rows = slice(start, start + TABLE_CHUNK_ROWS)
-        table = logistic_mixture_table(logit_weights[rows], means[rows], log_scales[rows])
+        table = table_of(logit_weights[rows], means[rows], log_scales[rows])
         message.push(symbols[rows], _CATEGORICAL, table)
         if numerators is not None:
             numerators[rows] = categorical_fixed_point(table, symbols[rows])
@@ -134,25 +141,33 @@ def _push_rows(
 
 
 def _pop_rows(
-    message: Message, logit_weights: np.ndarray, means: np.ndarray, log_scales: np.ndarray
+    message: Message,
+    logit_weights: np.ndarray,
+    means: np.ndarray,
+    log_scales: np.ndarray,
+    table_of: Callable = logistic_mixture_table,
 ) -> np.ndarray:
     """Pops one symbol per parameter row, chunks in order; returns 1-D int32."""
     chunks = []
     for start in range(0, logit_weights.shape[0], TABLE_CHUNK_ROWS):
         rows = slice(start, start + TABLE_CHUNK_ROWS)
-        table = logistic_mixture_table(logit_weights[rows], means[rows], log_scales[rows])
+        table = table_of(logit_weights[rows], means[rows], log_scales[rows])
         chunks.append(message.pop(_CATEGORICAL, table))
     return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int32)
 
 
 def _rows_fixed_point(
-    symbols: np.ndarray, logit_weights: np.ndarray, means: np.ndarray, log_scales: np.ndarray
+    symbols: np.ndarray,
+    logit_weights: np.ndarray,
+    means: np.ndarray,
+    log_scales: np.ndarray,
+    table_of: Callable = logistic_mixture_table,
 ) -> np.ndarray:
     """Fixed-point probabilities (int64, 1-D) of 1-D symbols, one parameter row each."""
     chunks = []
     for start in range(0, symbols.size, TABLE_CHUNK_ROWS):
         rows = slice(start, start + TABLE_CHUNK_ROWS)
-        table = logistic_mixture_table(logit_weights[rows], means[rows], log_scales[rows])
+        table = table_of(logit_weights[rows], means[rows], log_scales[rows])
         chunks.append(categorical_fixed_point(table, symbols[rows]))
     return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
 
@@ -179,11 +194,14 @@ class DiscretizedLogisticMixture:
         logit_weights: float ``(n, m)`` unnormalised log mixture weights.
         means: float ``(n, m)`` component means, ``[-1, 1]`` units.
         log_scales: float ``(n, m)`` log component scales.
+        exact: the three are the integer twin's activation integers, and the tables are
+            built exactly (`bbcodec.coding.exact_logistic`).
     """
 
     logit_weights: np.ndarray
     means: np.ndarray
     log_scales: np.ndarray
+    exact: bool = False
 
     def __post_init__(self) -> None:
         for name in ("logit_weights", "means", "log_scales"):
@@ -192,25 +210,27 @@ class DiscretizedLogisticMixture:
             self.logit_weights.shape == self.means.shape == self.log_scales.shape
         ):
             raise ValueError("logit_weights, means and log_scales must all be (n, m)")
+        arithmetic = _arithmetic(self.exact)
+        object.__setattr__(self, "_table_of", arithmetic.table)
+        object.__setattr__(self, "_weights", arithmetic.weights(self.logit_weights))
+
+    def _rows(self) -> tuple:
+        return self._weights, self.means, self.log_scales, self._table_of
 
     def push(self, message: Message, symbols: np.ndarray) -> None:
         """Pushes ``(n,)`` int symbols in ``0..255``."""
-        numerators = _push_rows(
-            message, coder_symbols(symbols), self.logit_weights, self.means, self.log_scales
-        )
+        numerators = _push_rows(message, coder_symbols(symbols), *self._rows())
         record_push(message, self, symbols, numerators)
 
     def pop(self, message: Message) -> np.ndarray:
         """Pops ``(n,)`` int32 symbols."""
-        symbols = _pop_rows(message, self.logit_weights, self.means, self.log_scales)
+        symbols = _pop_rows(message, *self._rows())
         record_pop(message, self, symbols)
         return symbols
 
     def fixed_point_probabilities(self, symbols: np.ndarray) -> np.ndarray:
         """int64 ``(n,)`` probabilities (out of ``2**24``) of ``symbols``."""
-        return _rows_fixed_point(
-            coder_symbols(symbols), self.logit_weights, self.means, self.log_scales
-        )
+        return _rows_fixed_point(coder_symbols(symbols), *self._rows())
 
 
 def _channel_means(
@@ -263,12 +283,45 @@ def _component_log_masses(
     return -np.logaddexp(0.0, -upper) - np.logaddexp(0.0, lower) + np.log(-np.expm1(-width))
 
 
+class MixtureArithmetic(NamedTuple):
+    """How a mixture's numbers are computed: in float64 from float head parameters (files
+    of container formats up to 3), or exactly from the integer twin's head parameters (the
+    portable path, `bbcodec.coding.exact_logistic`).
+
+    Attributes:
+        weights: (n, m) head logits → the weights ``table`` and ``reweight`` take.
+        table: (weights, means, log_scales) → (n, 256) bin masses.
+        channel_means: (means, coeffs, channel, red, green) → (r, m) channel means.
+        reweight: (weights, values, means, log_scales) → the weights given the values.
+    """
+
+    weights: Callable
+    table: Callable
+    channel_means: Callable
+    reweight: Callable
+
+
+FLOAT_ARITHMETIC = MixtureArithmetic(
+    lambda logits: logits, logistic_mixture_table, _channel_means,
+    lambda weights, values, means, log_scales: weights
+    + _component_log_masses(values, means, log_scales),
+)  # fmt: skip
+EXACT_ARITHMETIC = MixtureArithmetic(
+    exact_weights, exact_mixture_table, exact_channel_means, exact_reweight
+)
+
+
+def _arithmetic(exact: bool) -> MixtureArithmetic:
+    return EXACT_ARITHMETIC if exact else FLOAT_ARITHMETIC
+
+
 def _channel_mixtures(
     logit_weights: np.ndarray,
     means: np.ndarray,
     log_scales: np.ndarray,
     coeffs: np.ndarray,
     symbols: np.ndarray,
+    arithmetic: MixtureArithmetic = FLOAT_ARITHMETIC,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The mixtures R, G and B are coded with, each given the pixel's earlier channels.
 
@@ -283,15 +336,18 @@ def _channel_mixtures(
             mixture was yielded, so a decoder may fill them in as it pops.
 
     Yields:
-        For channels 0, 1, 2: float64 ``(r, m)`` logit weights and ``(r, m)`` means.
+        For channels 0, 1, 2: ``(r, m)`` weights (as ``arithmetic.table`` takes them) and
+        ``(r, m)`` means.
     """
-    weights = logit_weights
+    weights = arithmetic.weights(logit_weights)
     for channel in range(3):
-        channel_means = _channel_means(means, coeffs, channel, symbols[:, 0], symbols[:, 1])
+        channel_means = arithmetic.channel_means(
+            means, coeffs, channel, symbols[:, 0], symbols[:, 1]
+        )
         yield weights, channel_means
         if channel < 2:
-            weights = weights + _component_log_masses(
-                symbols[:, channel], channel_means, log_scales[:, channel]
+            weights = arithmetic.reweight(
+                weights, symbols[:, channel], channel_means, log_scales[:, channel]
             )
 
 
@@ -331,6 +387,8 @@ class DiscretizedLogisticMixtureRGB:
         log_scales: float ``(n, 3, m)``.
         coeffs: float ``(n, 3, m)``.
         group_size: Pixels per group; ``None`` means one group of all ``n`` pixels.
+        exact: the parameters are the integer twin's activation integers, and the tables
+            are built exactly (`bbcodec.coding.exact_logistic`).
     """
 
     logit_weights: np.ndarray
@@ -338,6 +396,7 @@ class DiscretizedLogisticMixtureRGB:
     log_scales: np.ndarray
     coeffs: np.ndarray
     group_size: int | None = None
+    exact: bool = False
 
     def __post_init__(self) -> None:
         for name in ("logit_weights", "means", "log_scales", "coeffs"):
@@ -352,7 +411,9 @@ class DiscretizedLogisticMixtureRGB:
 
     def _grouped_rows(self, symbols: np.ndarray) -> tuple[np.ndarray, ...]:
         """Symbols and row parameters of all pixels, in stack order (group, channel, pixel)."""
-        weights, means = zip(*_channel_mixtures(*self._mixture, symbols), strict=True)
+        arithmetic = _arithmetic(self.exact)
+        mixtures = _channel_mixtures(*self._mixture, symbols, arithmetic)
+        weights, means = zip(*mixtures, strict=True)
         n = self.logit_weights.shape[0]
         n_groups, size = n // self.group_size, self.group_size
 
@@ -374,7 +435,7 @@ class DiscretizedLogisticMixtureRGB:
     def push(self, message: Message, symbols: np.ndarray) -> None:
         """Pushes ``(n, 3)`` int symbols in ``0..255`` (channels R, G, B)."""
         rgb = coder_symbols(symbols).reshape(-1, 3)
-        numerators = _push_rows(message, *self._grouped_rows(rgb))
+        numerators = _push_rows(message, *self._grouped_rows(rgb), _arithmetic(self.exact).table)
         if numerators is not None:
             numerators = self._ungrouped(numerators)
         record_push(message, self, symbols, numerators)
@@ -386,10 +447,11 @@ class DiscretizedLogisticMixtureRGB:
         for start in range(0, n, self.group_size):
             group = slice(start, start + self.group_size)
             mixture = tuple(array[group] for array in self._mixture)
-            channels = _channel_mixtures(*mixture, symbols[group])  # a view: sees the pops
+            arithmetic = _arithmetic(self.exact)
+            channels = _channel_mixtures(*mixture, symbols[group], arithmetic)  # sees the pops
             for channel, (weights, means) in enumerate(channels):
                 symbols[group, channel] = _pop_rows(
-                    message, weights, means, self.log_scales[group, channel]
+                    message, weights, means, self.log_scales[group, channel], arithmetic.table
                 )
         record_pop(message, self, symbols)
         return symbols
@@ -397,7 +459,8 @@ class DiscretizedLogisticMixtureRGB:
     def fixed_point_probabilities(self, symbols: np.ndarray) -> np.ndarray:
         """int64 ``(n, 3)`` probabilities (out of ``2**24``) of ``symbols``."""
         rgb = coder_symbols(symbols).reshape(-1, 3)
-        return self._ungrouped(_rows_fixed_point(*self._grouped_rows(rgb)))
+        table_of = _arithmetic(self.exact).table
+        return self._ungrouped(_rows_fixed_point(*self._grouped_rows(rgb), table_of))
 
     def _ungrouped(self, stack_order: np.ndarray) -> np.ndarray:
         """(3n,) values in stack order (group, channel, pixel) → (n, 3) (pixel, channel)."""

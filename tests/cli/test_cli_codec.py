@@ -18,6 +18,7 @@ import torch
 from cli_runs import listing as _listing
 from cli_runs import npy as _npy
 from cli_runs import run
+from paths import REPO
 from PIL import Image
 
 from bbcodec import api, zoo
@@ -456,9 +457,20 @@ def test_ctrl_c_while_encoding_leaves_nothing(capsys, binary_model, monkeypatch)
                                    str(binary_model)], "interrupted", code=130)  # fmt: skip
 
 
-def test_decoding_on_another_device_is_refused(capsys, binary_model, compressed):
+def test_an_exact_file_decodes_on_the_device_asked_for(capsys, binary_model, compressed):
+    """An exact file decodes on any device: here the one asked for is missing."""
     _assert_fails_cleanly(capsys, ["decompress", "x.bbc", "-o", "y.npy", "--model",
-                                   str(binary_model), "--device", "cuda"], "encoded on cpu")  # fmt: skip
+                                   str(binary_model), "--device", "cuda"],
+                          "device cuda: CUDA is not available")  # fmt: skip
+
+
+FIXTURE_V2 = REPO / "tests" / "fixtures" / "readme-digits-v2.bbc"
+
+
+def test_a_float_file_decodes_only_on_its_own_device(capsys):
+    old = str(FIXTURE_V2)
+    _assert_fails_cleanly(capsys, ["decompress", old, "-o", "y.npy", "--device", "cuda"],
+                          "encoded on cpu with float arithmetic; it decodes only there")  # fmt: skip
 
 
 def test_progress_counts_every_image(capsys, binary_model, monkeypatch):

@@ -53,7 +53,10 @@ CONFIG = tiny_config("vlae", "binary")
         ({"grid_step_log2": 10**6}, "grid_step_log2 must be between -30 and 30"),
         ({"grid_bound": float("nan")}, "grid_bound must be a positive number, got nan"),
         ({"grid_bound": 0.0}, "grid_bound must be a positive number"),
-        ({"grid_step_log2": -30}, "latent grid: n_half must be in"),
+        ({"grid_step_log2": -30, "arithmetic": "float"}, "latent grid: n_half must be in"),
+        ({"grid_step_log2": -13}, "grid_step_log2 must be at least −12 with exact arithmetic"),
+        ({"arithmetic": "fast"}, "arithmetic must be one of exact, float, got 'fast'"),
+        ({"grid_step_log2": 0, "grid_bound": 7}, "the latent grid needs at least 8 points"),
         ({"device": "gpu"}, "device must be cpu, cuda or cuda:N, got 'gpu'"),
         ({"device": None}, "device must be cpu, cuda or cuda:N, got None"),
     ],
@@ -99,17 +102,25 @@ def test_cuda_without_cuda_is_a_usage_error(monkeypatch, device):
     assert out.getvalue() == b""  # nothing written
 
 
-def test_a_file_encoded_on_cuda_is_a_decode_error_without_cuda(monkeypatch):
-    model = random_model(CONFIG)
-    header, chunks = loads(bbcodec.compress(random_images(CONFIG, 2), model))
+def test_a_float_file_encoded_on_cuda_is_a_decode_error_without_cuda(monkeypatch):
+    model, images = random_model(CONFIG), random_images(CONFIG, 2)
+    header, chunks = loads(bbcodec.compress(images, model, CodingSettings(arithmetic="float")))
     on_cuda = dataclasses.replace(header, settings={**header.settings, "device": "cuda"})
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     message = (
-        r"^this file was encoded on cuda; decoding needs that device \(device cuda: CUDA is "
-        r"not available on this machine\)$"
+        r"^this file was encoded on cuda with float arithmetic; decoding needs that device "
+        r"\(device cuda: CUDA is not available on this machine\)$"
     )
     with pytest.raises(DecodeError, match=message):
         bbcodec.decompress(dumps(on_cuda, chunks), model)
+
+
+def test_an_exact_file_encoded_on_cuda_decodes_on_the_cpu(monkeypatch):
+    model, images = random_model(CONFIG), random_images(CONFIG, 2)
+    header, chunks = loads(bbcodec.compress(images, model))
+    on_cuda = dataclasses.replace(header, settings={**header.settings, "device": "cuda"})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    np.testing.assert_array_equal(bbcodec.decompress(dumps(on_cuda, chunks), model), images)
 
 
 def test_a_missing_cuda_index_is_a_usage_error(monkeypatch):

@@ -1,0 +1,106 @@
+"""Discretised logistic mixtures from integer head parameters: the portable path's tables.
+
+The same mixtures as `bbcodec.coding.logistic` (PixelCNN++, values ``v`` at
+``2v/255 − 1``), computed from the integer twin's head outputs (activation integers,
+`bbcodec.coding.fixed_point`) so that every machine builds the same table:
+
+- mixture weights ``w_k = e^(logit_k − max)`` and inverse scales ``e^(−log s_k)`` from
+  decimal-built exp tables (integers in units of 2**-24);
+- a component's CDF at a bin edge: ``t = (edge − μ)·(1/s)`` with single IEEE operations
+  (correctly rounded, the same everywhere), rounded exactly to 2**-12, then a decimal-built
+  σ table (2**-24 units);
+- the mixture CDF ``Σ w_k σ_k`` and the bin masses as exact integers (below 2**53 for up to
+  32 components), handed to constriction as an integer-valued table.
+
+For RGB, G and B are coded given R (and G) with the components re-weighted by the mass
+they gave the earlier channels (``w_k · P_k(r)``, renormalised to 2**24 by an exact
+floor of a correctly rounded quotient); channel means add ``c·x`` as integers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bbcodec.coding import fixed_point as fp
+
+__all__ = ["exact_channel_means", "exact_mixture_table", "exact_reweight", "exact_weights"]
+
+#: Most mixture components the integer sums allow (each term < 2**48).
+MAX_COMPONENTS = 32
+#: Clamp of log-scales (activation units) on the exact path: the model floors them at −7.
+_LOG_SCALE_RANGE = (-7, 7)
+#: Upper bin edges of values 0..254 in [-1, 1] units (one IEEE division each).
+_UPPER_EDGES = (2.0 * np.arange(255) + 1.0) / 255.0 - 1.0
+_LOWER_EDGES = (2.0 * np.arange(256) - 1.0) / 255.0 - 1.0  # [v] for v ≥ 1
+_ONE_FINE = float(2**fp.FINE_BITS)
+
+
+def exact_weights(logits_fixed: np.ndarray) -> np.ndarray:
+    """(n, m) head logits (activation integers) → mixture weights e^(logit − max) as
+    integers in units of 2**-24 (at least e^-16)."""
+    if logits_fixed.shape[-1] > MAX_COMPONENTS:
+        raise ValueError(f"at most {MAX_COMPONENTS} mixture components on the exact path")
+    return fp.exp_table(-16, 0)(logits_fixed - logits_fixed.max(axis=-1, keepdims=True))
+
+
+def _inverse_scales(log_scales_fixed: np.ndarray) -> np.ndarray:
+    """e^(−log s) as exact float64 values (multiples of 2**-24)."""
+    return fp.from_fixed(fp.exp_table(*_LOG_SCALE_RANGE)(-log_scales_fixed), fp.FINE_BITS)
+
+
+def _sigmoid_at(edges: np.ndarray, means_fixed: np.ndarray, inverse_scales: np.ndarray):
+    """σ((edge − μ)/s) in units of 2**-24 (broadcasting)."""
+    t = np.clip((edges - fp.from_fixed(means_fixed)) * inverse_scales, -17.0, 17.0)
+    return fp.fine_sigmoid_table()(np.floor(t * fp.ONE + 0.5))
+
+
+def exact_mixture_table(
+    weights: np.ndarray, means_fixed: np.ndarray, log_scales_fixed: np.ndarray
+) -> np.ndarray:
+    """(n, 256) integer-valued float64 table of bin masses (unnormalised, each row sums to
+    Σ w · 2**24) for (n, m) weights (2**-24 units), means and log-scales (activation
+    integers)."""
+    inverse = _inverse_scales(log_scales_fixed)
+    n, m = weights.shape
+    cdf = np.zeros((n, 255))
+    for k in range(m):
+        cdf += weights[:, k, None] * _sigmoid_at(
+            _UPPER_EDGES, means_fixed[:, k, None], inverse[:, k, None]
+        )
+    table = np.empty((n, 256))
+    table[:, 0] = cdf[:, 0]
+    np.subtract(cdf[:, 1:], cdf[:, :-1], out=table[:, 1:-1])
+    table[:, -1] = weights.sum(axis=1) * _ONE_FINE - cdf[:, -1]
+    return table
+
+
+def _component_masses(values: np.ndarray, means_fixed: np.ndarray, log_scales_fixed: np.ndarray):
+    """(r, m) each component's mass (2**-24 units, at least 1) of each value's bin."""
+    inverse = _inverse_scales(log_scales_fixed)
+    v = np.asarray(values, dtype=np.int64)[:, None]
+    upper = np.where(
+        v == 255, _ONE_FINE, _sigmoid_at(_UPPER_EDGES[np.minimum(v, 254)], means_fixed, inverse)
+    )
+    lower = np.where(v == 0, 0.0, _sigmoid_at(_LOWER_EDGES[v], means_fixed, inverse))
+    return np.maximum(upper - lower, 1.0)
+
+
+def exact_reweight(weights, values, means_fixed, log_scales_fixed) -> np.ndarray:
+    """Weights given a channel's value: w_k · P_k(value), renormalised so the largest is
+    2**24 (an exact floor of a correctly rounded quotient)."""
+    joint = weights * _component_masses(values, means_fixed, log_scales_fixed)
+    return np.floor(joint * _ONE_FINE / joint.max(axis=1, keepdims=True))
+
+
+def exact_channel_means(means_fixed, coeffs_fixed, channel: int, red, green) -> np.ndarray:
+    """Component means (activation integers) of one channel given the earlier ones:
+    μ_G + c₀·x_R, μ_B + c₁·x_R + c₂·x_G, each product rounded exactly."""
+    if channel == 0:
+        return means_fixed[:, 0]
+    x_red = fp.PIXEL_FIXED[np.asarray(red, dtype=np.int64)][:, None]
+    if channel == 1:
+        return means_fixed[:, 1] + fp.mul(coeffs_fixed[:, 0], x_red)
+    x_green = fp.PIXEL_FIXED[np.asarray(green, dtype=np.int64)][:, None]
+    return (
+        means_fixed[:, 2] + fp.mul(coeffs_fixed[:, 1], x_red) + fp.mul(coeffs_fixed[:, 2], x_green)
+    )

@@ -1,0 +1,439 @@
+"""The integer twin of a trained model: what the portable coding path computes with.
+
+`IntegerModel` wraps a float `LatentVariableModel` and exposes the same coding interface
+(``posterior``, ``prior_step``, ``pixel_stepper``, ``to_features``, ``decoder``) computed
+with the fixed-point arithmetic of `bbcodec.coding.fixed_point`: every weight becomes an
+integer (`ExactAffine`, an exact function of the float32 weights, so every machine derives
+the same integers), every activation an integer, every nonlinearity a decimal-built table.
+Its outputs are therefore the same, bit for bit, on any CPU, kernel, thread count or
+device.
+
+Outputs: Gaussians as exact float64 values (means in steps of 2**-12, standard deviations
+in steps of 2**-24); pixel-head parameters as activation integers (float64), in the head
+layout of `bbcodec.models.heads`, with the same constraints (`clamp_head`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bbcodec.coding import fixed_point as fp
+from bbcodec.models import encoders, priors
+from bbcodec.models.heads import MIN_LOG_SCALE
+from bbcodec.models.pixelcnn import IN_CHANNELS
+from bbcodec.models.vae import Gaussian
+
+DTYPE = torch.float64
+
+
+@dataclass(frozen=True)
+class ExactAffine:
+    """A linear map or convolution on activation integers: ``x ⊛ W + b`` divided by
+    ``2**shift`` and rounded half up (the half is folded into the bias).
+
+    Attributes:
+        weight: float64 integers, |w| < 2**WEIGHT_BITS: the float weights × 2**shift, in the
+            float layer's shape ((out, in), (out, in, kh, kw) or, transposed, (in, out, ...)).
+        bias: float64 integers (out,) in units of 2**-(FRAC_BITS + shift): the float bias,
+            plus the rounding half ``2**(shift − 1)``.
+        shift: log2 of the weights' scale (≥ 1).
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    shift: int
+
+    @classmethod
+    def of(cls, weight: torch.Tensor, bias: torch.Tensor | None, out_dim: int = 0, device="cpu"):
+        """Quantise a float layer's (masked) weights and bias — an exact function of their
+        float32 values.
+
+        Args:
+            out_dim: the weight's output axis (1 for transposed convolutions).
+        Raises:
+            ValueError: weights too large, or a worst-case sum that could reach 2**53.
+        """
+        w = weight.detach().to("cpu", DTYPE)
+        largest = float(w.abs().max())
+        exponent = math.frexp(largest)[1] if largest > 0 else 0  # largest < 2**exponent
+        shift = fp.WEIGHT_BITS - 1 - exponent
+        if shift < 1:
+            raise ValueError(f"weights up to {largest:g} are too large for exact arithmetic")
+        w_int = torch.round(w * 2.0**shift)
+        out = w_int.shape[out_dim]
+        b_int = torch.zeros(out, dtype=DTYPE)
+        if bias is not None:
+            b_int = torch.round(bias.detach().to("cpu", DTYPE) * 2.0 ** (shift + fp.FRAC_BITS))
+        b_int += 2.0 ** (shift - 1)
+        rows = w_int.abs().transpose(0, out_dim).reshape(out, -1).sum(1)
+        worst = int(rows.max()) * fp.ACTIVATION_BOUND + int(b_int.abs().max())
+        if worst >= fp.EXACT_LIMIT:
+            raise ValueError(
+                f"a layer of fan-in {w_int.numel() // out} could exceed 2**53 in exact arithmetic"
+            )
+        return cls(w_int.to(device), b_int.to(device), shift)
+
+    @classmethod
+    def of_layer(cls, layer, device="cpu", mask: torch.Tensor | None = None, out_dim: int = 0):
+        weight = layer.weight if mask is None else layer.weight * mask
+        return cls.of(weight, layer.bias, out_dim, device)
+
+    def linear(self, x_fixed: torch.Tensor) -> torch.Tensor:
+        """(..., in) → (..., out)."""
+        return fp.floor_shift(F.linear(x_fixed, self.weight, self.bias), self.shift)
+
+    def conv1d(self, x_fixed: torch.Tensor, padding: int = 0) -> torch.Tensor:
+        """(N, in, L) → (N, out, L')."""
+        return fp.floor_shift(
+            F.conv1d(x_fixed, self.weight, self.bias, padding=padding), self.shift
+        )
+
+    def conv2d(self, x_fixed: torch.Tensor, stride: int = 1, padding: int = 0) -> torch.Tensor:
+        """(N, in, H, W) → (N, out, H', W')."""
+        acc = F.conv2d(x_fixed, self.weight, self.bias, stride=stride, padding=padding)
+        return fp.floor_shift(acc, self.shift)
+
+    def conv_transpose2d(self, x_fixed: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+        """(N, in, H, W) → (N, out, H', W')."""
+        acc = F.conv_transpose2d(x_fixed, self.weight, self.bias, stride=stride, padding=padding)
+        return fp.floor_shift(acc, self.shift)
+
+
+def pixels_fixed(kind: str, x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, H, W[, 3]) → network input (N, C_in, H, W) as activation integers:
+    exactly the float input (±1 for binary, ``(2v − 255)/255`` else) rounded to 2**-12."""
+    if kind == "binary":
+        fixed = (x.to(DTYPE) * 2 - 1) * fp.ONE
+    else:
+        table = torch.as_tensor(fp.PIXEL_FIXED, device=x.device)
+        fixed = table[x.long()]
+    return fixed.permute(0, 3, 1, 2) if kind == "rgb" else fixed.unsqueeze(1)
+
+
+def _gaussian(out_fixed: torch.Tensor, min_log_std: float, max_log_std: float) -> Gaussian:
+    mean, log_std = out_fixed.chunk(2, dim=-1)
+    std = fp.std_from_log(log_std, int(min_log_std), int(max_log_std))
+    return Gaussian(fp.from_fixed(mean), std)
+
+
+# ----- encoders, features, priors ---------------------------------------------------------
+
+
+class _Sequence:
+    """Layers of `ExactAffine` with an ELU between them (and after the last if asked)."""
+
+    def __init__(self, layers, device, elu_after_last: bool):
+        self.layers = [ExactAffine.of_layer(layer, device) for layer in layers]
+        self.elu_after_last = elu_after_last
+
+    def linear(self, h: torch.Tensor) -> torch.Tensor:
+        for n, layer in enumerate(self.layers):
+            h = layer.linear(h)
+            if self.elu_after_last or n < len(self.layers) - 1:
+                h = fp.elu(h)
+        return h
+
+
+class IntegerConvEncoder:
+    """`bbcodec.models.encoders.ConvEncoder` in exact arithmetic."""
+
+    def __init__(self, encoder: encoders.ConvEncoder, device):
+        convs = [m for m in encoder.convs if isinstance(m, torch.nn.Conv2d)]
+        self.convs = [(ExactAffine.of_layer(c, device), c.stride[0], c.padding[0]) for c in convs]
+        self.fc = _Sequence(
+            [m for m in encoder.fc if isinstance(m, torch.nn.Linear)], device, False
+        )
+
+    def __call__(self, x_fixed: torch.Tensor) -> Gaussian:
+        h = x_fixed
+        for conv, stride, padding in self.convs:
+            h = fp.elu(conv.conv2d(h, stride, padding))
+        out = self.fc.linear(h.flatten(1))
+        return _gaussian(out, encoders.MIN_LOG_STD, encoders.MAX_LOG_STD)
+
+
+class IntegerAntiCausalEncoder:
+    """`bbcodec.models.encoders.AntiCausalEncoder` in exact arithmetic."""
+
+    def __init__(self, encoder: encoders.AntiCausalEncoder, device):
+        self.encoder = encoder
+        self.convs = [
+            (ExactAffine.of_layer(c.conv, device), c.kernel_h, c.kernel_w) for c in encoder.convs
+        ]
+        self.fc = _Sequence(
+            [m for m in encoder.fc if isinstance(m, torch.nn.Linear)], device, False
+        )
+
+    def __call__(self, x_fixed: torch.Tensor) -> Gaussian:
+        e = self.encoder
+        h = x_fixed.flip(2)
+        for conv, kernel_h, kernel_w in self.convs:
+            h = fp.elu(conv.conv2d(F.pad(h, (kernel_w // 2, kernel_w // 2, kernel_h - 1, 0))))
+        height = x_fixed.shape[2]
+        rows = torch.tensor([height - 1 - t * e.band for t in range(e.n_steps)])
+        per_step = h[:, :, rows].permute(0, 2, 1, 3).flatten(2)
+        mean, std = _gaussian(self.fc.linear(per_step), encoders.MIN_LOG_STD, encoders.MAX_LOG_STD)
+        return Gaussian(mean.flatten(1), std.flatten(1))
+
+
+class IntegerMadePrior:
+    """`bbcodec.models.priors.MadePrior` in exact arithmetic; ``step`` runs the full pass
+    on the prefix (later entries zeroed) and reads column i, as the float prior does."""
+
+    def __init__(self, prior: priors.MadePrior, device):
+        self.hidden = [
+            ExactAffine.of_layer(layer, device, layer.mask) for layer in prior.hidden_layers
+        ]
+        self.out = ExactAffine.of_layer(prior.out, device, prior.out.mask)
+
+    def step(self, z_prefix_fixed: torch.Tensor, i: int) -> Gaussian:
+        h = z_prefix_fixed.clone()
+        h[:, i:] = 0.0
+        for layer in self.hidden:
+            h = fp.elu(layer.linear(h))
+        mean, std = _gaussian(
+            self.out.linear(h), priors.MadePrior.MIN_LOG_STD, priors.MadePrior.MAX_LOG_STD
+        )
+        return Gaussian(mean[:, i], std[:, i])
+
+
+class IntegerLatentToFeatures:
+    """`bbcodec.models.encoders.LatentToFeatures` in exact arithmetic: z (N, D) exact
+    values → features (N, H, W, C) activation integers."""
+
+    def __init__(self, net: encoders.LatentToFeatures, device):
+        self.net = net
+        self.fc = ExactAffine.of_layer(net.fc, device)
+        ups = [m for m in net.up if not isinstance(m, torch.nn.ELU)]
+        self.up = [
+            (
+                ExactAffine.of_layer(
+                    m, device, out_dim=int(isinstance(m, torch.nn.ConvTranspose2d))
+                ),
+                m,
+            )
+            for m in ups
+        ]
+        self.project = None if net.project is None else ExactAffine.of_layer(net.project, device)
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        h = self.fc.linear(to_fixed(z)).view(-1, n.channels, n.h4, n.w4)
+        for layer, module in self.up:
+            h = fp.elu(h)
+            if isinstance(module, torch.nn.ConvTranspose2d):
+                h = layer.conv_transpose2d(h, module.stride[0], module.padding[0])
+            else:
+                h = layer.conv2d(h, module.stride[0], module.padding[0])
+        if self.project is not None:
+            h = self.project.conv2d(fp.elu(h))
+        return h.permute(0, 2, 3, 1).contiguous()
+
+
+def to_fixed(values: torch.Tensor) -> torch.Tensor:
+    """Values that are multiples of 2**-FRAC_BITS (latent grid points with a step of at
+    least that) → activation integers. Raises ValueError for any other value."""
+    fixed = values.to(DTYPE) * fp.ONE
+    if not torch.equal(fixed, torch.round(fixed)):
+        raise ValueError(f"latent values must be multiples of 2**-{fp.FRAC_BITS}")
+    return fixed.clamp_(-fp.ACTIVATION_BOUND, fp.ACTIVATION_BOUND)
+
+
+# ----- the pixel decoder ------------------------------------------------------------------
+
+
+class IntegerCausalConv:
+    """`bbcodec.models.pixelcnn.CausalConv` read at given positions (its step form)."""
+
+    def __init__(self, conv, device):
+        self.rows_above, self.half_width = conv.rows_above, conv.half_width
+        rows, cols = torch.nonzero(conv.mask, as_tuple=True)
+        self.d_rows = (rows - conv.rows_above).to(device)
+        self.d_cols = (cols - conv.half_width).to(device)
+        self.affine = ExactAffine.of(conv.tap_weight(), conv.bias, device=device)
+
+    def at(self, canvas, pad: tuple[int, int], rows, cols) -> torch.Tensor:
+        """As `CausalConv.at`: (B · n, C_out) activation integers, position-minor."""
+        top, side = pad
+        patch = canvas[
+            :, :, (top + rows)[:, None] + self.d_rows, (side + cols)[:, None] + self.d_cols
+        ]
+        return self.affine.linear(patch.transpose(1, 2).flatten(2).flatten(0, 1))
+
+
+class IntegerRowContext:
+    """`bbcodec.models.pixelcnn.RowContext`'s recurrence and outputs, exact."""
+
+    def __init__(self, row, device):
+        self.hidden = row.hidden
+        self.embed = ExactAffine.of_layer(row.embed, device)
+        self.update = ExactAffine.of_layer(row.update, device)
+        self.out = ExactAffine.of_layer(row.out, device)
+        self.left = IntegerCausalConv(row.left, device)
+
+    def next_state(self, h: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+        """h (B, hidden, W), row (B, C_in, W) activation integers → the next state."""
+        embedded = self.embed.conv1d(row, padding=1)
+        pooled = fp.mean_last(h + embedded).expand_as(h)
+        gate, cand = self.update.conv1d(torch.cat([h, embedded, pooled], 1), padding=1).chunk(2, 1)
+        gate = fp.sigmoid(gate)
+        return fp.rescale(gate * h + (fp.ONE - gate) * fp.tanh(cand), fp.FRAC_BITS)
+
+
+class IntegerPixelDecoder:
+    """`bbcodec.models.pixelcnn.PixelDecoder`'s step path in exact arithmetic."""
+
+    def __init__(self, decoder, device):
+        self.kind, self.image_hw, self.n_mixtures = (
+            decoder.kind,
+            decoder.image_hw,
+            decoder.n_mixtures,
+        )
+        self.local = IntegerCausalConv(decoder.local, device)
+        self.row = None if decoder.row is None else IntegerRowContext(decoder.row, device)
+        self.blocks = [
+            (ExactAffine.of_layer(b.inner, device), ExactAffine.of_layer(b.outer, device))
+            for b in decoder.blocks
+        ]
+        self.head = ExactAffine.of_layer(decoder.head, device)
+        self.receptive_field = decoder.receptive_field
+
+    def finish(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(n, C) hidden activations → (n, P) constrained head parameters (integers)."""
+        for inner, outer in self.blocks:
+            a, b = inner.linear(fp.elu(hidden)).chunk(2, -1)
+            hidden = (hidden + outer.linear(fp.mul(fp.tanh(a), fp.sigmoid(b)))).clamp_(
+                -fp.ACTIVATION_BOUND, fp.ACTIVATION_BOUND
+            )
+        return clamp_head(self.kind, self.head.linear(fp.elu(hidden)), self.n_mixtures)
+
+    def stepper(self, features_fixed: torch.Tensor) -> IntegerPixelStepper:
+        return IntegerPixelStepper(self, features_fixed)
+
+
+def clamp_head(kind: str, params_fixed: torch.Tensor, n_mixtures: int) -> torch.Tensor:
+    """`bbcodec.models.heads.clamp_params` on activation integers: the log-scale floor,
+    tanh (a table) on the RGB coefficients."""
+    if kind == "binary":
+        return params_fixed
+    k = n_mixtures
+    floor = MIN_LOG_SCALE * fp.ONE
+    if kind == "grey":
+        logits, means, log_scales = params_fixed.split(k, dim=-1)
+        return torch.cat([logits, means, log_scales.clamp(min=floor)], dim=-1)
+    logits, means, log_scales, coeffs = params_fixed.split([k, 3 * k, 3 * k, 3 * k], dim=-1)
+    return torch.cat([logits, means, log_scales.clamp(min=floor), fp.tanh(coeffs)], -1)
+
+
+class IntegerPixelStepper:
+    """`bbcodec.models.pixelcnn.PixelStepper` in exact arithmetic: the same calls
+    (``params``/``params_at``/``write``/``write_at``, a ``features`` tensor a tiled coder
+    may fill region by region), parameters as activation integers. ``features`` may be
+    float32: activation integers (|a| ≤ 2**23) are exact in it."""
+
+    def __init__(self, decoder: IntegerPixelDecoder, features_fixed: torch.Tensor):
+        self.decoder = decoder
+        self.features = features_fixed
+        batch, height, width = features_fixed.shape[:3]
+        if decoder.row is not None and (height, width) != tuple(decoder.image_hw):
+            raise ValueError(
+                f"a full-causal-past decoder codes {decoder.image_hw} images, not {(height, width)}"
+            )
+        self.image_hw = (height, width)
+        top = decoder.local.rows_above
+        side = max(decoder.local.half_width, width - 1 if decoder.row is not None else 0)
+        self.pad = (top, side)
+        in_ch = IN_CHANNELS[decoder.kind]
+        on = {"dtype": DTYPE, "device": features_fixed.device}
+        self.canvas = torch.zeros(batch, in_ch, height + top, width + 2 * side, **on)
+        self.row_state = None
+        self.row_above = None
+        if decoder.row is not None:
+            self.row_state = torch.zeros(batch, decoder.row.hidden, width, **on)
+
+    @torch.no_grad()
+    def params_at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """(B, n, P) head parameters at n positions (local decoders only)."""
+        if self.decoder.row is not None:
+            raise ValueError("a full-causal-past decoder steps in raster order (params(t))")
+        return self._local_params(rows, cols)
+
+    def _local_params(self, rows, cols) -> torch.Tensor:
+        batch = self.canvas.shape[0]
+        hidden = self.decoder.local.at(self.canvas, self.pad, rows, cols)
+        hidden = hidden + self.features[:, rows, cols].flatten(0, 1).to(DTYPE)
+        return self.decoder.finish(hidden).view(batch, len(rows), -1)
+
+    @torch.no_grad()
+    def params(self, t: int) -> torch.Tensor:
+        """(B, P) head parameters of pixel t (raster order) for every image."""
+        dec = self.decoder
+        width = self.image_hw[1]
+        i, j = divmod(t, width)
+        at = torch.tensor([i]), torch.tensor([j])
+        if dec.row is None:
+            return self._local_params(*at)[:, 0]
+        if j == 0:
+            if i > 0:
+                top, side = self.pad
+                row = self.canvas[:, :, top + i - 1, side : side + width]
+                self.row_state = dec.row.next_state(self.row_state, row)
+            self.row_above = dec.row.out.linear(self.row_state.transpose(1, 2))
+        hidden = dec.local.at(self.canvas, self.pad, *at) + self.features[:, i, j].to(DTYPE)
+        left = dec.row.left.at(self.canvas, self.pad, *at)
+        return dec.finish(hidden + self.row_above[:, j] + left)
+
+    def write_at(self, rows: torch.Tensor, cols: torch.Tensor, pixels: torch.Tensor) -> None:
+        """Record the values at n positions: (B, n) uint8, or (B, n, 3) for RGB."""
+        top, side = self.pad
+        as_image = pixels_fixed(self.decoder.kind, pixels.unsqueeze(2))  # (B, C_in, n, 1)
+        self.canvas[:, :, top + rows, side + cols] = as_image[..., 0]
+
+    def write(self, t: int, pixels: torch.Tensor) -> None:
+        """Record pixel t's values (raster order): (B,) uint8, or (B, 3) for RGB."""
+        i, j = divmod(t, self.image_hw[1])
+        self.write_at(torch.tensor([i]), torch.tensor([j]), pixels.unsqueeze(1))
+
+
+# ----- the model ----------------------------------------------------------------------------
+
+
+class IntegerModel:
+    """The integer twin of a `LatentVariableModel`, with its coding interface.
+
+    Args:
+        model: the float model (its weights are read once, here).
+        device: where the twin computes (results are the same on every device).
+    """
+
+    def __init__(self, model, device="cpu"):
+        self.config = c = model.config
+        self.device = device
+        if c.encoder == "conv":
+            self.encoder = IntegerConvEncoder(model.encoder, device)
+        else:
+            self.encoder = IntegerAntiCausalEncoder(model.encoder, device)
+        self.prior = IntegerMadePrior(model.coding_prior, device)
+        self.features = IntegerLatentToFeatures(model.to_features, device)
+        self.decoder = IntegerPixelDecoder(model.decoder, device)
+
+    @torch.no_grad()
+    def posterior(self, x: torch.Tensor) -> Gaussian:
+        """q(z|x) for uint8 images x (N, H, W[, 3]): exact float64 (N, D) each."""
+        return self.encoder(pixels_fixed(self.config.kind, x.to(self.device)))
+
+    @torch.no_grad()
+    def prior_step(self, z_prefix: torch.Tensor, i: int) -> Gaussian:
+        """p(z_i | z_<i) for (N, D) latent values on the grid (entries ≥ i ignored)."""
+        return self.prior.step(to_fixed(z_prefix.to(self.device)), i)
+
+    @torch.no_grad()
+    def to_features(self, z: torch.Tensor) -> torch.Tensor:
+        return self.features(z.to(self.device))
+
+    def pixel_stepper(self, z: torch.Tensor) -> IntegerPixelStepper:
+        return self.decoder.stepper(self.to_features(z))
