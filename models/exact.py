@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from bbcodec.coding import fixed_point as fp
 from bbcodec.models import encoders, priors
 from bbcodec.models.heads import MIN_LOG_SCALE
-from bbcodec.models.pixelcnn import IN_CHANNELS
+from bbcodec.models.pixelcnn import PixelStepper
 from bbcodec.models.vae import Gaussian
 
 DTYPE = torch.float64
@@ -329,74 +329,30 @@ def clamp_head(kind: str, params_fixed: torch.Tensor, n_mixtures: int) -> torch.
     return torch.cat([logits, means, log_scales.clamp(min=floor), fp.tanh(coeffs)], -1)
 
 
-class IntegerPixelStepper:
-    """`bbcodec.models.pixelcnn.PixelStepper` in exact arithmetic: the same calls
-    (``params``/``params_at``/``write``/``write_at``, a ``features`` tensor a tiled coder
-    may fill region by region), parameters as activation integers. ``features`` may be
-    float32: activation integers (|a| ≤ 2**23) are exact in it."""
+class IntegerPixelStepper(PixelStepper):
+    """`bbcodec.models.pixelcnn.PixelStepper` in exact arithmetic: the same steps, canvas
+    and row state as activation integers (float64), parameters as activation integers.
+    ``features`` may be float32: activation integers (|a| ≤ 2**23) are exact in it."""
 
-    def __init__(self, decoder: IntegerPixelDecoder, features_fixed: torch.Tensor):
-        self.decoder = decoder
-        self.features = features_fixed
-        batch, height, width = features_fixed.shape[:3]
-        if decoder.row is not None and (height, width) != tuple(decoder.image_hw):
-            raise ValueError(
-                f"a full-causal-past decoder codes {decoder.image_hw} images, not {(height, width)}"
-            )
-        self.image_hw = (height, width)
-        top = decoder.local.rows_above
-        side = max(decoder.local.half_width, width - 1 if decoder.row is not None else 0)
-        self.pad = (top, side)
-        in_ch = IN_CHANNELS[decoder.kind]
-        on = {"dtype": DTYPE, "device": features_fixed.device}
-        self.canvas = torch.zeros(batch, in_ch, height + top, width + 2 * side, **on)
-        self.row_state = None
-        self.row_above = None
-        if decoder.row is not None:
-            self.row_state = torch.zeros(batch, decoder.row.hidden, width, **on)
+    canvas_dtype = DTYPE
 
-    @torch.no_grad()
-    def params_at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """(B, n, P) head parameters at n positions (local decoders only)."""
-        if self.decoder.row is not None:
-            raise ValueError("a full-causal-past decoder steps in raster order (params(t))")
-        return self._local_params(rows, cols)
+    def _prepare(self) -> None:
+        pass  # the taps' integer weights are the decoder's (`IntegerCausalConv`)
 
-    def _local_params(self, rows, cols) -> torch.Tensor:
-        batch = self.canvas.shape[0]
-        hidden = self.decoder.local.at(self.canvas, self.pad, rows, cols)
-        hidden = hidden + self.features[:, rows, cols].flatten(0, 1).to(DTYPE)
-        return self.decoder.finish(hidden).view(batch, len(rows), -1)
+    def _local_at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return self.decoder.local.at(self.canvas, self.pad, rows, cols)
 
-    @torch.no_grad()
-    def params(self, t: int) -> torch.Tensor:
-        """(B, P) head parameters of pixel t (raster order) for every image."""
-        dec = self.decoder
-        width = self.image_hw[1]
-        i, j = divmod(t, width)
-        at = torch.tensor([i]), torch.tensor([j])
-        if dec.row is None:
-            return self._local_params(*at)[:, 0]
-        if j == 0:
-            if i > 0:
-                top, side = self.pad
-                row = self.canvas[:, :, top + i - 1, side : side + width]
-                self.row_state = dec.row.next_state(self.row_state, row)
-            self.row_above = dec.row.out.linear(self.row_state.transpose(1, 2))
-        hidden = dec.local.at(self.canvas, self.pad, *at) + self.features[:, i, j].to(DTYPE)
-        left = dec.row.left.at(self.canvas, self.pad, *at)
-        return dec.finish(hidden + self.row_above[:, j] + left)
+    def _left_at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return self.decoder.row.left.at(self.canvas, self.pad, rows, cols)
 
-    def write_at(self, rows: torch.Tensor, cols: torch.Tensor, pixels: torch.Tensor) -> None:
-        """Record the values at n positions: (B, n) uint8, or (B, n, 3) for RGB."""
-        top, side = self.pad
-        as_image = pixels_fixed(self.decoder.kind, pixels.unsqueeze(2))  # (B, C_in, n, 1)
-        self.canvas[:, :, top + rows, side + cols] = as_image[..., 0]
+    def _row_out(self) -> torch.Tensor:
+        return self.decoder.row.out.linear(self.row_state.transpose(1, 2))
 
-    def write(self, t: int, pixels: torch.Tensor) -> None:
-        """Record pixel t's values (raster order): (B,) uint8, or (B, 3) for RGB."""
-        i, j = divmod(t, self.image_hw[1])
-        self.write_at(torch.tensor([i]), torch.tensor([j]), pixels.unsqueeze(1))
+    def _finish(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder.finish(hidden)
+
+    def _input(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels_fixed(self.decoder.kind, pixels)
 
 
 # ----- the model ----------------------------------------------------------------------------

@@ -244,11 +244,14 @@ class PixelStepper:
             caller may fill ``features`` region by region before stepping there).
     """
 
+    #: dtype of the canvas and row state (None: the features').
+    canvas_dtype: torch.dtype | None = None
+
     def __init__(self, decoder: PixelDecoder, features: torch.Tensor):
         self.decoder = decoder
         self.features = features
         batch, height, width = features.shape[:3]
-        if decoder.row is not None and (height, width) != decoder.image_hw:
+        if decoder.row is not None and (height, width) != tuple(decoder.image_hw):
             raise ValueError(
                 f"a full-causal-past decoder codes {decoder.image_hw} images, not {(height, width)}"
             )
@@ -257,14 +260,37 @@ class PixelStepper:
         side = max(decoder.local.half_width, width - 1 if decoder.row is not None else 0)
         self.pad = (top, side)
         in_ch = IN_CHANNELS[decoder.kind]
-        self.canvas = features.new_zeros(batch, in_ch, height + top, width + 2 * side)
+        on = {"dtype": self.canvas_dtype or features.dtype, "device": features.device}
+        self.canvas = torch.zeros(batch, in_ch, height + top, width + 2 * side, **on)
         self.row_state = None
         self.row_above = None
-        self.local_weight = decoder.local.tap_weight().detach()
         if decoder.row is not None:
-            self.row_state = features.new_zeros(batch, decoder.row.hidden, width)
-            self.left_weight = decoder.row.left.tap_weight().detach()
+            self.row_state = torch.zeros(batch, decoder.row.hidden, width, **on)
+        self._prepare()
 
+    # ----- the arithmetic: float here, exact in `bbcodec.models.exact.IntegerPixelStepper` --
+    def _prepare(self) -> None:
+        """Cache the unmasked taps' weights for the steps."""
+        self.local_weight = self.decoder.local.tap_weight().detach()
+        if self.decoder.row is not None:
+            self.left_weight = self.decoder.row.left.tap_weight().detach()
+
+    def _local_at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return self.decoder.local.at(self.canvas, self.pad, rows, cols, self.local_weight)
+
+    def _left_at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return self.decoder.row.left.at(self.canvas, self.pad, rows, cols, self.left_weight)
+
+    def _row_out(self) -> torch.Tensor:
+        return self.decoder.row.out(self.row_state.transpose(1, 2))  # (B, W, C)
+
+    def _finish(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder._finish(hidden)
+
+    def _input(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels_to_input(self.decoder.kind, pixels)
+
+    # ----- the steps ---------------------------------------------------------------------
     @torch.no_grad()
     def params_at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """(B, n, P) constrained head parameters at n positions (local decoders only)."""
@@ -273,11 +299,9 @@ class PixelStepper:
         return self._local_params(rows, cols)
 
     def _local_params(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        dec = self.decoder
         batch = self.canvas.shape[0]
-        hidden = dec.local.at(self.canvas, self.pad, rows, cols, self.local_weight)
-        hidden = hidden + self.features[:, rows, cols].flatten(0, 1)
-        return dec._finish(hidden).view(batch, len(rows), -1)
+        features = self.features[:, rows, cols].flatten(0, 1).to(self.canvas.dtype)
+        return self._finish(self._local_at(rows, cols) + features).view(batch, len(rows), -1)
 
     @torch.no_grad()
     def params(self, t: int) -> torch.Tensor:
@@ -293,17 +317,14 @@ class PixelStepper:
                 top, side = self.pad
                 row = self.canvas[:, :, top + i - 1, side : side + width]
                 self.row_state = dec.row.next_state(self.row_state, row)
-            self.row_above = dec.row.out(self.row_state.transpose(1, 2))  # (B, W, C)
-        hidden = (
-            dec.local.at(self.canvas, self.pad, *at, self.local_weight) + self.features[:, i, j]
-        )
-        left = dec.row.left.at(self.canvas, self.pad, *at, self.left_weight)
-        return dec._finish(hidden + self.row_above[:, j] + left)
+            self.row_above = self._row_out()
+        hidden = self._local_at(*at) + self.features[:, i, j].to(self.canvas.dtype)
+        return self._finish(hidden + self.row_above[:, j] + self._left_at(*at))
 
     def write_at(self, rows: torch.Tensor, cols: torch.Tensor, pixels: torch.Tensor) -> None:
         """Record the values at n positions: (B, n) uint8, or (B, n, 3) for RGB."""
         top, side = self.pad
-        as_image = pixels_to_input(self.decoder.kind, pixels.unsqueeze(2))  # (B, C_in, n, 1)
+        as_image = self._input(pixels.unsqueeze(2))  # (B, C_in, n, 1)
         self.canvas[:, :, top + rows, side + cols] = as_image[..., 0]
 
     def write(self, t: int, pixels: torch.Tensor) -> None:
