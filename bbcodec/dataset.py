@@ -1088,6 +1088,11 @@ def dask_client(scheduler: str, workers: int | None = None) -> Iterator[Any]:
             resource_tracker.ensure_running()
             previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             try:
+                # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536: glibc then gives
+                # back every freed block over 64 KiB, and the codec's large temporaries
+                # make it 2.5 times slower (40 CIFAR-10 images: 12.9 s against 5.1 s).
+                trim = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+                stack.enter_context(dask.config.set({trim: None}))
                 cluster = stack.enter_context(
                     LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                  dashboard_address=None, silence_logs=logging.ERROR)
