@@ -124,16 +124,17 @@ def _gaussian(out_fixed: torch.Tensor, min_log_std: float, max_log_std: float) -
 
 
 class _Sequence:
-    """Layers of `ExactAffine` with an ELU between them (and after the last if asked)."""
+    """The linear layers of a float ``nn.Sequential`` of Linear and ELU, as `ExactAffine`
+    layers with an ELU between them."""
 
-    def __init__(self, layers, device, elu_after_last: bool):
-        self.layers = [ExactAffine.of_layer(layer, device) for layer in layers]
-        self.elu_after_last = elu_after_last
+    def __init__(self, sequential: torch.nn.Sequential, device):
+        linears = [m for m in sequential if isinstance(m, torch.nn.Linear)]
+        self.layers = [ExactAffine.of_layer(layer, device) for layer in linears]
 
     def linear(self, h: torch.Tensor) -> torch.Tensor:
         for n, layer in enumerate(self.layers):
             h = layer.linear(h)
-            if self.elu_after_last or n < len(self.layers) - 1:
+            if n < len(self.layers) - 1:
                 h = fp.elu(h)
         return h
 
@@ -144,9 +145,7 @@ class IntegerConvEncoder:
     def __init__(self, encoder: encoders.ConvEncoder, device):
         convs = [m for m in encoder.convs if isinstance(m, torch.nn.Conv2d)]
         self.convs = [(ExactAffine.of_layer(c, device), c.stride[0], c.padding[0]) for c in convs]
-        self.fc = _Sequence(
-            [m for m in encoder.fc if isinstance(m, torch.nn.Linear)], device, False
-        )
+        self.fc = _Sequence(encoder.fc, device)
 
     def __call__(self, x_fixed: torch.Tensor) -> Gaussian:
         h = x_fixed
@@ -164,9 +163,7 @@ class IntegerAntiCausalEncoder:
         self.convs = [
             (ExactAffine.of_layer(c.conv, device), c.kernel_h, c.kernel_w) for c in encoder.convs
         ]
-        self.fc = _Sequence(
-            [m for m in encoder.fc if isinstance(m, torch.nn.Linear)], device, False
-        )
+        self.fc = _Sequence(encoder.fc, device)
 
     def __call__(self, x_fixed: torch.Tensor) -> Gaussian:
         e = self.encoder
