@@ -395,6 +395,7 @@ def register_evaluated(
     dataset: str | None = None,
     details: dict[str, Any] | None = None,
     weights_dir: str | Path | None = None,
+    notes: str = "",
 ) -> ModelInfo:
     """`register_model` with an evaluation: ``result`` (the weights on ``split`` of
     ``data``) gives the registry's −ELBO and, with the weights' training metadata, the
@@ -406,6 +407,7 @@ def register_evaluated(
         data, split: what ``result`` was measured on.
         dataset: the registry's dataset label (default: the data file's name).
         details: the card's first rows (preset, recipe, seed, …).
+        notes: free markdown appended to the card (the run's validation history).
 
     Raises:
         UsageError: a bad name. WeightsError: the weights do not load.
@@ -421,4 +423,5 @@ def register_evaluated(
         name, weights_path, dataset=dataset or Path(data).stem,
         test_neg_elbo_bpd=result.neg_elbo_bpd, test_neg_elbo_nats=result.neg_elbo_nats,
         details=card_rows(result, data, split, details, metadata), weights_dir=weights_dir,
+        notes=notes,
     )  # fmt: skip

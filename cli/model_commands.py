@@ -295,6 +295,18 @@ def _run_details(record, seed: int) -> dict[str, object]:
     return {"preset": record.preset, "overrides": overrides, "recipe": text, "seed": seed}
 
 
+def _photo_crops(data: str, config, recipe, seed: int):
+    """A photo model's training crops (`PhotoCrops`) and its validation crops (an array)."""
+    import numpy as np
+
+    from bbcodec.models.photos import CROPS_PER_EPOCH, VALID_CROPS, PhotoCrops, load_photos
+
+    crop_hw = tuple(side * recipe.crop_tiles for side in config.image_hw)
+    train = PhotoCrops(load_photos(data, config.kind, "train"), crop_hw, CROPS_PER_EPOCH, seed)
+    valid = PhotoCrops(load_photos(data, config.kind, "valid"), crop_hw, VALID_CROPS, seed + 1)
+    return train, valid[np.arange(VALID_CROPS)]
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     setup_torch(args)
     from bbcodec.models.data import load_images
@@ -305,10 +317,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in KNOBS and v is not None}
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / args.preset
     record, config, recipe = settle_run(run_dir, args.preset, overrides)
-    train_images = load_images(args.data, "train")
-    check_images(config, train_images, f"{args.data} [train]")
-    valid_images = load_images(args.data, recipe.valid_split)[:2000]
-    check_images(config, valid_images, f"{args.data} [{recipe.valid_split}]")
+    if recipe.crop_tiles:
+        train_images, valid_images = _photo_crops(args.data, config, recipe, args.seed)
+    else:
+        train_images = load_images(args.data, "train")
+        check_images(config, train_images, f"{args.data} [train]")
+        valid_images = load_images(args.data, recipe.valid_split)[:2000]
+        check_images(config, valid_images, f"{args.data} [{recipe.valid_split}]")
     init_from = None
     if args.init_from:
         from bbcodec.models.grow import check_growable
@@ -405,12 +420,22 @@ def _export(
     from bbcodec.zoo import load_model, register_evaluated
 
     model = load_model(weights, device=args.device)
-    images = load_images(data, split)
+    record = _export_record(weights, None)
+    if record is not None and record.settings()[1].crop_tiles:
+        from bbcodec.models.photos import EVAL_SIDE, central_crops, load_photos
+
+        split = f"valid (central {EVAL_SIDE}x{EVAL_SIDE} of each held-out photo)"
+        images = central_crops(load_photos(data, model.config.kind, "valid"), EVAL_SIDE)
+    else:
+        images = load_images(data, split)
     result = evaluate(
         model, images, seed=args.seed, device=args.device, progress=not getattr(args, "quiet", False),
         model_name=name, data_name=str(data), split=split,
     )  # fmt: skip
     _print_result(result)
+    from bbcodec.models.train import validation_history
+
+    run_dir = weights.parent
     info = register_evaluated(name, weights, result, data=data, split=split, dataset=dataset,
-                              details=details)  # fmt: skip
+                              details=details, notes=validation_history(run_dir))  # fmt: skip
     print(f"registered {name}: {info.path} (sha256 {info.sha256[:16]}…), card {info.card_path}")

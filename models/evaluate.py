@@ -8,8 +8,8 @@ What `evaluate` measures on a set of images x (D sub-pixels each):
   split into the **KL** (rate) and the **reconstruction** term (distortion); KL + recon =
   −ELBO exactly, per image and on average.
 - **Active units** (Burda et al. 2016, "Importance Weighted Autoencoders"): latent dimension
-  i is active when Cov_x(E_q(z|x)[z_i]) > 0.01, the variance over the images of its
-  posterior mean.
+  i is active when Cov_x(E_q(z|x)[z_i]) > 0.01, the variance over the images (over the
+  tiles, for images of whole tiles) of its posterior mean.
 - Optionally the **importance-weighted bound** with k samples (Burda et al. 2016):
   −log (1/k) Σ_j p(x|z_j) p(z_j) / q(z_j|x), z_j ~ q(z|x). It is an upper bound on the NLL
   −log p(x) that tightens as k grows; for k = 1 its mean is the −ELBO.
@@ -35,7 +35,7 @@ from bbcodec.errors import UsageError
 from bbcodec.models import heads
 from bbcodec.models.data import DataError
 from bbcodec.models.priors import gaussian_log_prob
-from bbcodec.models.vae import LatentVariableModel, ModelConfig, nats_to_bpd
+from bbcodec.models.vae import LatentVariableModel, ModelConfig, nats_to_bpd, tiles_of
 
 __all__ = ["ACTIVE_UNIT_THRESHOLD", "EvalResult", "check_images", "evaluate"]
 
@@ -109,7 +109,9 @@ class EvalResult:
 
 
 def check_images(config: ModelConfig, images: np.ndarray, where: str = "data") -> None:
-    """Raise `DataError` unless ``images`` have the shape and value range the model codes.
+    """Raise `DataError` unless ``images`` have the shape and value range the model codes:
+    the model's own size or, for a local decoder, whole tiles of it (a photo model's
+    validation crops; `LatentVariableModel.elbo_terms`).
 
     Args:
         config: the model's config.
@@ -120,10 +122,16 @@ def check_images(config: ModelConfig, images: np.ndarray, where: str = "data") -
     expected = (h, w, 3) if config.kind == "rgb" else (h, w)
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
         raise DataError(f"{where}: expected a uint8 image array")
-    if tuple(images.shape[1:]) != expected or len(images) == 0:
+    shape = tuple(images.shape[1:])
+    whole_tiles = (
+        len(shape) == len(expected) and shape[2:] == expected[2:] and not config.row_context
+        and shape[0] % h == 0 and shape[1] % w == 0
+    )  # fmt: skip
+    if not (shape == expected or whole_tiles) or len(images) == 0:
+        tiles = "" if config.row_context else f" (or of whole {h}x{w} tiles)"
         raise DataError(
-            f"{where}: images of shape {tuple(images.shape[1:])} but the model is for "
-            f"{config.kind} images of shape {expected}"
+            f"{where}: images of shape {shape} but the model is for "
+            f"{config.kind} images of shape {expected}{tiles}"
         )
     if config.kind == "binary" and images.max() > 1:
         raise DataError(
@@ -193,7 +201,7 @@ def evaluate(
         raise UsageError(f"importance samples must be ≥ 0, got {iw_samples}")
     config = model.config
     check_images(config, images, data_name or "data")
-    n, dims, d = len(images), config.dims_per_image, config.total_latent_dim
+    n, dims, d = len(images), images[0].size, config.total_latent_dim
     has_delta = hasattr(model.prior, "kl_dims_nats") and hasattr(model.prior, "delta_nats")
     was_training = model.training
     model.to(device).eval()
@@ -204,6 +212,7 @@ def evaluate(
     kl_train_min = math.inf
     kl_dims = torch.zeros(d, dtype=torch.float64)
     mean_sum = torch.zeros(d, dtype=torch.float64)
+    n_means = 0  # posterior means summed: one per image, or per tile
     mean_sq_sum = torch.zeros(d, dtype=torch.float64)
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=fork_devices), torch.inference_mode():
@@ -215,9 +224,10 @@ def evaluate(
             sums["recon"] += float(terms.recon_nats.double().sum())
             sums["kl"] += float(terms.kl_nats.double().sum())
             kl_dims += terms.kl_dims_nats.double().sum(0).cpu()
-            q = model.posterior(x)
+            q = model.posterior(tiles_of(x, config.image_hw))
             mu = q.mean.double().cpu()
             mean_sum += mu.sum(0)
+            n_means += len(mu)
             mean_sq_sum += (mu**2).sum(0)
             if has_delta:
                 kl_train = model.prior.kl_dims_nats(q.mean, q.std).double().sum(1)
@@ -231,7 +241,7 @@ def evaluate(
     model.train(was_training)
 
     # Population variance over the images of each posterior mean (Burda et al.'s A_u).
-    variance = (mean_sq_sum / n - (mean_sum / n) ** 2).clamp(min=0)
+    variance = (mean_sq_sum / n_means - (mean_sum / n_means) ** 2).clamp(min=0)
     active = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
     recon, kl = sums["recon"] / n, sums["kl"] / n
     neg_elbo = recon + kl

@@ -64,6 +64,7 @@ from bbcodec.models.vae import LatentVariableModel, ModelConfig, nats_to_bpd
 from bbcodec.models.weights import save_weights
 
 CHECKPOINT = "checkpoint.pt"
+LOG = "log.jsonl"
 RUN_RECORD = "run.json"
 #: What `train` writes into a checkpoint (and `load_checkpoint` requires).
 CHECKPOINT_KEYS = ("config", "model", "optimizer", "state", "numpy_rng", "torch_rng")
@@ -71,7 +72,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _append_log(run_dir: Path, entry: dict) -> None:
-    with open(run_dir / "log.jsonl", "a") as log:
+    with open(run_dir / LOG, "a") as log:
         log.write(json.dumps(entry) + "\n")
 
 
@@ -304,14 +305,15 @@ class _Loss(torch.nn.Module):
 
 @torch.no_grad()
 def validate(model: LatentVariableModel, images: np.ndarray, batch_size: int, device: str) -> float:
-    """Mean one-sample −ELBO of ``images`` in bits/dim (the coding prior)."""
+    """Mean one-sample −ELBO of ``images`` (of the model's size, or of whole tiles) in
+    bits/dim (the coding prior)."""
     model.eval()
     total = 0.0
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(images[start : start + batch_size]).to(device)
         total += float(model.elbo_terms(x).neg_elbo_nats.sum())
     model.train()
-    return nats_to_bpd(total / len(images), model.config.dims_per_image)
+    return nats_to_bpd(total / len(images), images[0].size)
 
 
 def train(
@@ -513,6 +515,37 @@ def train(
         {"train_seconds": f"{state['seconds']:.1f}", "train_images": str(state["images"])},
     )
     return model
+
+
+def validation_history(run_dir: Path, rows: int = 12) -> str:
+    """The run's validation −ELBO over its training (``log.jsonl``) as a markdown section
+    for the model card: at most ``rows`` rows, evenly spread, the last one always; "" for
+    a folder without a log or without validations."""
+    log = run_dir / LOG
+    if not log.is_file():
+        return ""
+    points = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a killed run
+            continue
+        bpd = entry.get("valid_neg_elbo_bpd", entry.get("final_valid_neg_elbo_bpd"))
+        if bpd is not None and "train_seconds" in entry:
+            points.append((entry["train_seconds"], entry.get("images"), bpd))
+    if not points:
+        return ""
+    keep = sorted({round(i * (len(points) - 1) / max(rows - 1, 1)) for i in range(rows)})
+    lines = [
+        "## Validation during training", "",
+        "One-sample −ELBO of the run's validation images (`log.jsonl`), logged as it trained.",
+        "", "| training time | images seen | validation −ELBO (bits/dim) |", "|---|---|---|",
+    ]  # fmt: skip
+    for i in keep:
+        seconds, images, bpd = points[i]
+        seen = f"{images:,}" if images is not None else "—"
+        lines.append(f"| {seconds / 60:.1f} min | {seen} | {bpd:.4f} |")
+    return "\n".join(lines)
 
 
 def weights_from_checkpoint(run_dir: Path, out: Path) -> dict:

@@ -214,22 +214,38 @@ class LatentVariableModel(nn.Module):
 
     # ----- objectives -----------------------------------------------------------------
     def elbo_terms(self, x: torch.Tensor, prior: str = "coding") -> ElboTerms:
-        """One-sample ELBO terms for uint8 images x.
+        """One-sample ELBO terms for uint8 images x of the model's size, or of a × b tiles.
+
+        An image of (a·th, b·tw) pixels, for the model's (th, tw), is modelled as the tiled
+        codec codes a photo (`bbcodec.models.tiles`): one latent per tile, whose feature map
+        conditions that tile's pixels, and the pixel network over the whole image, so a
+        tile's pixels see their neighbours across its borders. The KL terms are then summed
+        over an image's tiles (``kl_dims_nats`` (N, D)).
 
         Args:
             prior: ``coding`` (the prior the codec uses) or ``train`` (the δ-VAE's AR(1)
                 prior, whose KL is exact and ≥ δ).
         """
-        q = self.posterior(x)
+        n, height, width = x.shape[:3]
+        tile_h, tile_w = self.config.image_hw
+        if height % tile_h or width % tile_w:
+            raise ValueError(
+                f"images of {height}x{width} are not whole {tile_h}x{tile_w} tiles of this model"
+            )
+        rows, cols = height // tile_h, width // tile_w
+        tiles = _split_tiles(x, rows, cols)
+        q = self.posterior(tiles)
         z = q.mean + q.std * torch.randn_like(q.std)
+        features = _join_tiles(self.to_features(z), rows, cols)
         recon = -heads.log_prob(
-            self.config.kind, x, self.likelihood_params(x, z), self.config.n_mixtures
+            self.config.kind, x, self.decoder(x, features), self.config.n_mixtures
         )
         p = self.prior if prior == "train" else self.coding_prior
         if isinstance(p, AR1Prior):
             kl_dims = p.kl_dims_nats(q.mean, q.std)
         else:
             kl_dims = gaussian_log_prob(z, q.mean, q.std) - p.log_prob_dims(z)
+        kl_dims = kl_dims.reshape(n, rows * cols, -1).sum(1)
         return ElboTerms(recon, kl_dims.sum(1), kl_dims)
 
     def loss(
@@ -244,6 +260,8 @@ class LatentVariableModel(nn.Module):
         Args:
             objective: ``elbo``; ``beta`` (recon + β·KL); ``free-bits`` (each latent
                 dimension's batch-mean KL clamped below at ``free_bits_nats``).
+            x: uint8 images of the model's size or of whole tiles (`elbo_terms`); the loss
+                is per dimension of x.
         """
         terms = self.elbo_terms(x, prior="train")
         if objective == "elbo":
@@ -255,7 +273,28 @@ class LatentVariableModel(nn.Module):
             per_image = terms.recon_nats + kl
         else:
             raise ValueError(f"unknown objective {objective!r} (elbo, beta or free-bits)")
-        return per_image.mean() / self.config.dims_per_image, terms
+        return per_image.mean() / x[0].numel(), terms
+
+
+def tiles_of(x: torch.Tensor, tile_hw: tuple[int, int]) -> torch.Tensor:
+    """Images (N, a·th, b·tw, ...) of whole (th, tw) tiles → their tiles (N·a·b, th, tw, ...)."""
+    return _split_tiles(x, x.shape[1] // tile_hw[0], x.shape[2] // tile_hw[1])
+
+
+def _split_tiles(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """(N, rows·th, cols·tw, ...) → (N·rows·cols, th, tw, ...), tiles row-major per image."""
+    n, height, width = x.shape[:3]
+    rest = x.shape[3:]
+    tiled = x.reshape(n, rows, height // rows, cols, width // cols, *rest).transpose(2, 3)
+    return tiled.reshape(n * rows * cols, height // rows, width // cols, *rest)
+
+
+def _join_tiles(tiles: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """`_split_tiles` undone: (N·rows·cols, th, tw, C) → (N, rows·th, cols·tw, C)."""
+    n_tiles, tile_h, tile_w = tiles.shape[:3]
+    rest = tiles.shape[3:]
+    grid = tiles.reshape(n_tiles // (rows * cols), rows, cols, tile_h, tile_w, *rest)
+    return grid.transpose(2, 3).reshape(-1, rows * tile_h, cols * tile_w, *rest)
 
 
 def nats_to_bpd(nats: float, dims: int) -> float:
