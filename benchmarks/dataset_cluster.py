@@ -18,6 +18,10 @@ them). Results go to ``--json``.
 
     .venv/bin/python benchmarks/dataset_cluster.py                 # 10,000 images, slow
     .venv/bin/python benchmarks/dataset_cluster.py -n 40 --shard-images 10 --json /tmp/d.json
+
+With ``--rounds R`` runs 1 and 2 take turns over R equal parts of the images (ABBA order,
+one cluster started once) and run 3 is skipped: on a machine whose other load drifts, both
+then see the same load (how ``benchmarks/results/dataset-cluster-10k.json`` was made).
 """
 
 from __future__ import annotations
@@ -72,6 +76,47 @@ def _timed_run(plan, **how) -> tuple[float, object]:
     return time.perf_counter() - started, report
 
 
+def _interleaved(args, images: np.ndarray, tmp: str) -> dict:
+    """Runs 1 and 2 in ``args.rounds`` rounds over equal parts of the images, in-process
+    and cluster taking turns to go first (ABBA), on one cluster started once: a machine
+    whose load drifts (other work on the cores) slows both alike."""
+    parts = np.array_split(np.arange(len(images)), args.rounds)
+    seconds = {"in_process": 0.0, "cluster_coding": 0.0}
+    shard_bytes, bits = 0, 0.0
+    same = True
+    started = time.perf_counter()
+    with dask_client("local", args.workers) as client:
+        startup_s = time.perf_counter() - started
+        for r, part in enumerate(parts):
+            source = Path(tmp, f"part-{r}.npy")
+            np.save(source, images[part])
+            order = ("in_process", "cluster") if r % 2 == 0 else ("cluster", "in_process")
+            for name in order:
+                plan = plan_dataset(source, Path(tmp, f"{name}-{r}"), args.model,
+                                    shard_images=args.shard_images)  # fmt: skip
+                how = {"workers": args.workers} if name == "in_process" else {"client": client}
+                run_s, report = _timed_run(plan, **how)
+                seconds["in_process" if name == "in_process" else "cluster_coding"] += run_s
+            same &= _shards(Path(tmp, f"cluster-{r}")) == _shards(Path(tmp, f"in_process-{r}"))
+            shard_bytes += report.shard_bytes
+            bits += report.bits_per_dim * images[part].size
+            print(f"round {r + 1}/{len(parts)}: in-process {seconds['in_process']:.1f} s, "
+                  f"cluster {seconds['cluster_coding']:.1f} s so far, same bytes: {same}")  # fmt: skip
+    cluster_s = seconds["cluster_coding"] + startup_s
+    n = len(images)
+    return {
+        "rounds": len(parts), "shard_bytes": shard_bytes, "bits_per_dim": bits / images.size,
+        "in_process": {"seconds": seconds["in_process"], "images_per_s": n / seconds["in_process"]},
+        "local_cluster": {
+            "seconds": cluster_s, "startup_seconds": startup_s,
+            "coding_seconds": seconds["cluster_coding"], "images_per_s": n / cluster_s,
+            "coding_images_per_s": n / seconds["cluster_coding"],
+        },
+        "cluster_over_in_process_throughput": seconds["in_process"] / cluster_s,
+        "bytes_identical": same,
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="../shared/data/cifar10.npz")
@@ -79,11 +124,29 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=10_000, help="first N test images")
     parser.add_argument("--shard-images", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="interleave runs 1 and 2 in "
+        "this many rounds (ABBA) and skip run 3: fair on a loaded machine",
+    )
     parser.add_argument("--json", default=str(RESULTS))
     args = parser.parse_args()
 
     images = np.load(args.data)["x_test"][: args.n]
     n_workers = args.workers
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    common = {"data": args.data, "split": "test", "model": args.model, "images": len(images),
+              "shard_images": args.shard_images, "workers": n_workers}  # fmt: skip
+    if args.rounds > 1:
+        with tempfile.TemporaryDirectory(prefix="dataset-cluster-") as tmp:
+            result = {**common, **_interleaved(args, images, tmp)}
+        result["machine"] = {**machine, "load_average_1min": os.getloadavg()[0]}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+        return
     with tempfile.TemporaryDirectory(prefix="dataset-cluster-") as tmp:
         source = Path(tmp, "images.npy")
         np.save(source, images)
@@ -122,10 +185,8 @@ def main() -> None:
               f"every image exact: {exact}")  # fmt: skip
 
     result = {
-        "data": args.data, "split": "test", "model": args.model, "images": len(images),
-        "shard_images": args.shard_images, "shards": report.n_shards, "workers": n_workers,
-        "machine": {"cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
-                    "python": platform.python_version()},
+        **common, "shards": report.n_shards,
+        "machine": {**machine, "load_average_1min": os.getloadavg()[0]},
         "shard_bytes": report.shard_bytes, "bits_per_dim": report.bits_per_dim,
         "in_process": {"seconds": in_process_s, "images_per_s": len(images) / in_process_s},
         "local_cluster": {

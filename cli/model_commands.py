@@ -232,7 +232,8 @@ def _add_train(subparsers, common) -> None:
         "--init-from", metavar="MODEL",
         help="start a new run from this trained model (name, .safetensors or run folder) "
         "grown into the preset: same design with a larger kernel and/or more blocks, same "
-        "function at the start (ignored when resuming)",
+        "function at the start; an RGB model may start a grey preset (its weights summed "
+        "over colours, the red channel's head) (ignored when resuming)",
     )  # fmt: skip
     _add_overrides(p)
     p.set_defaults(func=_cmd_train)  # fmt: skip
@@ -326,11 +327,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         check_images(config, valid_images, f"{args.data} [{recipe.valid_split}]")
     init_from = None
     if args.init_from:
-        from bbcodec.models.grow import check_growable
+        from bbcodec.models.grow import starting_model
         from bbcodec.zoo import load_model
 
-        init_from = load_model(args.init_from)
-        check_growable(init_from.config, config)
+        init_from = starting_model(load_model(args.init_from), config)
     with torchrun_processes(args.device) as process:
         train(
             config, recipe, train_images, valid_images, run_dir, minutes=args.minutes,

@@ -79,7 +79,7 @@ def to_kind(image: np.ndarray, kind: str) -> np.ndarray:
     if kind == "rgb":
         return np.ascontiguousarray(image)
     if kind == "grey":
-        return np.asarray(Image.fromarray(image, "RGB").convert("L"))
+        return np.array(Image.fromarray(image, "RGB").convert("L"))
     raise ValueError(f"photo models are rgb or grey, not {kind}")
 
 

@@ -117,21 +117,22 @@ PRESETS: dict[str, tuple[ModelConfig, Recipe]] = {
         ),
         Recipe(learning_rate=2e-3, aux_prior_steps=3000),
     ),
-    # Photo models: trained on 64×64 crops (2×2 tiles of 32×32) of ../shared/data/photos;
-    # the RGB one grown from vlae-cifar10 (bbcodec train --init-from vlae-cifar10).
+    # Photo models: trained on 64×64 crops (2×2 tiles of 32×32) of ../shared/data/photos,
+    # both started from vlae-cifar10 (bbcodec train --init-from vlae-cifar10; the grey one
+    # from its grey start, bbcodec.models.grow.grey_from_rgb).
     "vlae-photo": (
         ModelConfig(
             "vlae", "rgb", (32, 32), latent_dim=64, channels=96, feature_channels=32,
             kernel_size=9, n_blocks=4, n_mixtures=5,
         ),
-        Recipe(batch_size=16, learning_rate=3e-4, final_learning_rate=3e-5, crop_tiles=2),
+        Recipe(batch_size=16, learning_rate=1e-4, final_learning_rate=1e-5, crop_tiles=2),
     ),
     "vlae-photo-grey": (
         ModelConfig(
-            "vlae", "grey", (32, 32), latent_dim=32, channels=96, feature_channels=32,
+            "vlae", "grey", (32, 32), latent_dim=64, channels=96, feature_channels=32,
             kernel_size=9, n_blocks=4, n_mixtures=5,
         ),
-        Recipe(batch_size=16, learning_rate=2e-3, crop_tiles=2),
+        Recipe(batch_size=16, learning_rate=2e-4, final_learning_rate=2e-5, crop_tiles=2),
     ),
 }  # fmt: skip
 

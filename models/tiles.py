@@ -60,7 +60,7 @@ def tiled_elbo_terms(model, image: np.ndarray, batch_tiles: int = 256) -> tuple[
         tile_features = model.to_features(z)
         for row, (r0, r1, c0, c1) in enumerate(boxes[start : start + batch_tiles]):
             features[0, r0:r1, c0:c1] = tile_features[row, : r1 - r0, : c1 - c0]
-    x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
+    x = torch.from_numpy(np.array(image))[None].to(device)  # a copy: the input may be read-only
     params = model.decoder(x, features)
     recon = -float(heads.log_prob(config.kind, x, params, config.n_mixtures).sum())
     return recon, kl

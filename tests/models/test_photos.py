@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from bbcodec.errors import DataError
+from bbcodec.errors import DataError, UsageError
 from bbcodec.models.evaluate import check_images, evaluate
 from bbcodec.models.photos import (
     VALID_EVERY,
@@ -178,3 +180,28 @@ def test_validation_history_for_the_card(tmp_path):
     assert len(table) == 5
     assert table[0] == "| 2.5 min | 1,600 | 3.9000 |"
     assert table[-1] == "| 75.0 min | 48,000 | 1.0000 |"
+
+
+def test_grey_start_from_an_rgb_model_sees_grey_as_equal_colours():
+    from bbcodec.models.grow import grey_from_rgb, grow_into, starting_model
+
+    rgb = random_model(tiny_config("vlae", "rgb"))
+    grey = grey_from_rgb(rgb).eval()
+    x = np.random.default_rng(0).integers(0, 256, (2, 8, 8), dtype=np.uint8)
+    x3 = torch.from_numpy(np.repeat(x[..., None], 3, axis=3))
+    xg = torch.from_numpy(x)
+    with torch.no_grad():
+        q_rgb, q_grey = rgb.posterior(x3), grey.posterior(xg)
+        assert torch.allclose(q_rgb.mean, q_grey.mean, atol=1e-5)
+        z = q_rgb.mean
+        p_rgb, p_grey = rgb.likelihood_params(x3, z), grey.likelihood_params(xg, z)
+    k = rgb.config.n_mixtures
+    assert torch.allclose(p_grey[..., :k], p_rgb[..., :k], atol=1e-5)  # weights
+    assert torch.allclose(p_grey[..., k : 2 * k], p_rgb[..., k : 2 * k], atol=1e-5)  # red means
+    assert torch.allclose(p_grey[..., 2 * k :], p_rgb[..., 4 * k : 5 * k], atol=1e-5)  # red scales
+    bigger = dataclasses.replace(grey.config, kernel_size=5)
+    start = starting_model(rgb, bigger)
+    grown = random_model(bigger)
+    grow_into(start, grown)  # the grey start grows like any model
+    with pytest.raises(UsageError):
+        grey_from_rgb(grey)
