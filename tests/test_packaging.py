@@ -34,6 +34,7 @@ def test_wheel_has_only_the_bbcodec_import_root(wheel):
     assert {r for r in roots if not r.endswith(".dist-info")} == {"bbcodec"}
     for sub in ("bbcodec/coding/", "bbcodec/models/", "bbcodec/cli/", "bbcodec/container.py"):
         assert any(name.startswith(sub) for name in names), sub
+    assert "bbcodec/coding/tables.npz" in names  # the exact path's precomputed tables
 
 
 def test_wheel_installs_into_a_clean_venv_and_help_runs(wheel, tmp_path):

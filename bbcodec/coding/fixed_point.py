@@ -18,6 +18,10 @@ and device:
    every **nonlinearity is a lookup table** (`Table`) read with integer linear
    interpolation. Tables are computed with Python's `decimal` module, whose ``exp`` is
    correctly rounded in software: the same integers everywhere, no platform ``libm``.
+   Computing them takes seconds, so the ones coding uses ship precomputed
+   (``tables.npz``, written by `write_tables`, checked against `SHIPPED_TABLES_SHA256`
+   when read and against the decimal definition by the tests); a table not in the file,
+   or a file that does not match, is computed.
 
 Elementwise sums and products of such integers are exact; the one division (a mean over a
 row, `mean_last`) is an IEEE correctly rounded operation, hence the same on every
@@ -31,9 +35,11 @@ from __future__ import annotations
 
 import decimal
 import functools
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,6 +56,11 @@ WEIGHT_BITS = 14
 EXACT_LIMIT = 2**53
 #: Fraction bits of probabilities and standard deviations read from tables.
 FINE_BITS = 24
+#: Decimal tables shipped precomputed (`decimal_table`), and the file's sha256.
+SHIPPED_TABLES = Path(__file__).with_name("tables.npz")
+SHIPPED_TABLES_SHA256 = "fe7815b06a8d6a7685df772102573b980a18435a6ef635a2fc7a866e6c1c971c"
+#: Every decimal table asked for in this process: `table_key` → `decimal_values`' arguments.
+REQUESTED: dict[str, tuple] = {}
 
 
 def _floor(x: Any) -> Any:
@@ -164,16 +175,64 @@ def decimal_table(
     out_bits: int,
 ) -> Table:
     """``f`` sampled on [low, high] every ``2**-step_bits`` with 40-digit decimal
-    arithmetic, rounded half-even to integers in units of ``2**-out_bits``."""
+    arithmetic, rounded half-even to integers in units of ``2**-out_bits`` — read from the
+    shipped tables when they hold it (`table_key`)."""
+    key = table_key(f, low, high, step_bits, out_bits)
+    REQUESTED[key] = (f, low, high, step_bits, out_bits)
+    values = shipped_tables().get(key)
+    if values is None:
+        values = decimal_values(f, low, high, step_bits, out_bits)
+    return Table(values, low * 2**FRAC_BITS, FRAC_BITS - step_bits, out_bits)
+
+
+def decimal_values(
+    f: Callable[[decimal.Decimal], decimal.Decimal],
+    low: int,
+    high: int,
+    step_bits: int,
+    out_bits: int,
+) -> np.ndarray:
+    """The definition of `decimal_table`'s values: (n,) float64 integers."""
     n = (high - low) * 2**step_bits + 1
     with decimal.localcontext() as context:
         context.prec = 40
         scale = decimal.Decimal(2) ** out_bits
         points = (decimal.Decimal(low) + decimal.Decimal(i) / 2**step_bits for i in range(n))
         values = [int((f(x) * scale).to_integral_value(decimal.ROUND_HALF_EVEN)) for x in points]
-    return Table(
-        np.array(values, dtype=np.float64), low * 2**FRAC_BITS, FRAC_BITS - step_bits, out_bits
-    )
+    return np.array(values, dtype=np.float64)
+
+
+def table_key(f: Callable, low: int, high: int, step_bits: int, out_bits: int) -> str:
+    """A decimal table's name in the shipped file: the function's name and the grid."""
+    return f"{f.__name__}:{low}:{high}:{step_bits}:{out_bits}"
+
+
+@functools.cache
+def shipped_tables() -> dict[str, np.ndarray]:
+    """The precomputed tables, by `table_key`; empty when the file is missing or is not
+    the one `SHIPPED_TABLES_SHA256` names (every table is then computed)."""
+    try:
+        data = SHIPPED_TABLES.read_bytes()
+    except OSError:
+        return {}
+    if hashlib.sha256(data).hexdigest() != SHIPPED_TABLES_SHA256:
+        return {}
+    import io
+
+    with np.load(io.BytesIO(data), allow_pickle=False) as tables:
+        return {key: tables[key] for key in tables.files}
+
+
+def write_tables(path: Path = SHIPPED_TABLES) -> str:
+    """Write every table `REQUESTED` in this process, computed from its definition
+    (`decimal_values`), to ``path``; returns the file's sha256 (for
+    `SHIPPED_TABLES_SHA256`). ``python tests/coding/test_tables.py --write`` requests them
+    all and writes the shipped file."""
+    arrays = {key: decimal_values(*args) for key, args in sorted(REQUESTED.items())}
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _sigmoid(x: decimal.Decimal) -> decimal.Decimal:
