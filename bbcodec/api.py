@@ -13,12 +13,16 @@ looked up in the registry only, never opened as a path (`model_for_file`).
 
 **Workers.** A file is a sequence of independently decodable chunks; ``workers=k`` codes
 them in ``k`` worker processes (`bbcodec.codec.workers`), each running the model with one
-torch thread. The bytes of a chunk do not depend on the number of workers. How images are
-cut into chunks, and how many workers run, is `bbcodec.plan.plan_coding`'s decision.
+torch thread. The bytes of a chunk do not depend on the number of workers. A photo (an
+image of another size than the model's) taller than ``settings.band_rows`` is cut into
+bands of rows, each its own chunk, so the workers code one photo side by side, and the
+decoder stacks the bands back. How images are cut into chunks and bands, and how many
+workers run, is `bbcodec.plan.plan_coding`'s decision.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -35,8 +39,8 @@ from bbcodec.codec import (
     CodingSettings,
     CompressReport,
     code_chunks,
-    decode_chunk_checked,
-    encode_chunk_at,
+    decode_band_checked,
+    encode_band_at,
 )
 from bbcodec.container import WEIGHTS_DIGEST_BYTES, ContainerReader, ContainerWriter, Header
 from bbcodec.errors import DecodeError, ImageKindError, UsageError
@@ -230,6 +234,9 @@ def compress_to(
         settings: coding settings (defaults: `CodingSettings()` with this process's torch
             thread count, or one thread with several workers). ``chunk_images=None``
             lets `bbcodec.plan.plan_coding` choose; the file records the size used.
+            ``band_rows``: the rows of a band a photo is cut into (``None``: the plan's
+            default, 256 rows or the nearest multiple of the model's tile height below;
+            0: never cut); the file records the height used if it cut a photo.
         progress: called with the number of images finished, as they finish.
         workers: worker processes coding chunks side by side (``None``: 1, in this
             process); capped at the number of chunks. With more than one,
@@ -238,7 +245,8 @@ def compress_to(
     Raises:
         ImageKindError: images the model cannot code.
         UsageError: ``workers`` < 1, several workers with ``torch_threads`` ≠ 1, a CUDA
-            device on a machine without one, a ``model`` or ``settings`` of another type.
+            device on a machine without one, a ``model`` or ``settings`` of another type,
+            a ``band_rows`` that is not a multiple of the model's tile height.
         WeightsError: weights that do not load.
     """
     _check_workers(workers)
@@ -253,37 +261,44 @@ def compress_to(
     plan = plan_coding(
         [(run.shape[1:], len(run)) for run in runs], model_obj.config.image_shape,
         None if settings is None else settings.chunk_images, 1 if workers is None else workers,
-        device, torch.get_num_threads(),
+        device, torch.get_num_threads(), None if settings is None else settings.band_rows,
     )  # fmt: skip
     if settings is None:
         settings = CodingSettings(torch_threads=plan.torch_threads)
-    settings = dataclasses.replace(settings, chunk_images=plan.chunk_images)
+    settings = dataclasses.replace(
+        settings, chunk_images=plan.chunk_images, band_rows=plan.band_rows
+    )
     if plan.workers > 1 and settings.torch_threads != 1:
         raise UsageError(
             f"{plan.workers} workers code with one torch thread each: pass settings with "
             f"torch_threads=1 (got {settings.torch_threads})"
         )
 
-    def tasks():  # (images, first) of each chunk: views into the runs, no copies
+    def tasks():  # (images, first, band, last) of each chunk: views into the runs, no copies
         spans = iter(plan.spans)  # in run order; a span never crosses runs
         for run in runs:
             start = 0
             while start < len(run):
                 span = next(spans)
-                yield run[start : start + span.count], span.first
-                start += span.count
+                if span.rows is None:
+                    yield run[start : start + span.count], span.first, 0, True
+                    start += span.count
+                    continue
+                last = span.band == span.bands - 1
+                yield run[start : start + 1, slice(*span.rows)], span.first, span.band, last
+                start += last
 
     shapes = tuple(run.shape[1:] for run in runs for _ in range(len(run)))
     header = Header(
         model_id=model_id,
         weights_digest=weights_fingerprint(model_obj)[:WEIGHTS_DIGEST_BYTES],
-        settings=settings.file_dict(len(shapes)),
+        settings=settings.file_dict(len(shapes), (shape[0] for shape in shapes)),
         shapes=shapes,
     )
     writer = ContainerWriter(out)
     writer.write_header(header)
     chunks = []
-    results = code_chunks(model_obj, settings, plan.workers, encode_chunk_at, tasks(), progress)
+    results = code_chunks(model_obj, settings, plan.workers, encode_band_at, tasks(), progress)
     with contextlib.closing(results):  # an error here stops the workers at once
         for chunk, rate in results:
             writer.write_chunk(chunk)
@@ -356,7 +371,8 @@ def decompress_from(
         workers: worker processes decoding chunks side by side (``None``: 1, in this
             process), capped at the file's number of chunks; CPU files only (others decode
             in-process). Every worker runs torch with the thread count the file records.
-            Chunks are yielded in file order either way.
+            Chunks are yielded in file order either way; the bands of an image cut into
+            bands are decoded as chunks and yielded stacked, as one (1, H, W[, 3]) array.
         max_pixels: the largest image (H × W) the file may claim (``None``: no limit);
             checked before decoding (`bbcodec.container.ContainerReader`).
         device: where to decode a file of exact arithmetic (`decoding_settings`).
@@ -372,18 +388,37 @@ def decompress_from(
     header = reader.header
     model_obj = model_for_file(header, model)
     settings = decoding_settings(header, device)
-    plan = plan_coding(shape_runs(header.shapes), model_obj.config.image_shape,
-                       settings.chunk_images, workers or 1, settings.device)  # fmt: skip
+    try:
+        plan = plan_coding(shape_runs(header.shapes), model_obj.config.image_shape,
+                           settings.chunk_images, workers or 1, settings.device,
+                           band_rows=header.band_rows)  # fmt: skip
+    except UsageError as exc:  # the file's band height does not fit the model
+        raise DecodeError(f"invalid coding settings in file: {exc}") from None
+    read: collections.deque = collections.deque()  # (first, band, bands) of chunks read
 
     def tasks():
         for chunk in reader:
-            yield chunk, frozenset(tuple(s) for s in header.shapes[chunk.first : chunk.stop])
+            bands = header.bands(chunk.first)
+            if len(bands) > 1:
+                shapes = frozenset({header.band_shape(chunk.first, chunk.band)})
+            else:
+                shapes = frozenset(tuple(s) for s in header.shapes[chunk.first : chunk.stop])
+            read.append((chunk.first, chunk.band, bands))
+            yield chunk, shapes, chunk.band == len(bands) - 1
 
-    results = code_chunks(
-        model_obj, settings, plan.workers, decode_chunk_checked, tasks(), progress
-    )
+    results = code_chunks(model_obj, settings, plan.workers, decode_band_checked, tasks(), progress)
     with contextlib.closing(results):
-        yield from results
+        image = None
+        for part in results:  # in chunk order, as ``read``
+            first, band, bands = read.popleft()
+            if len(bands) == 1:
+                yield part
+                continue
+            if band == 0:
+                image = np.empty((1, *header.shapes[first]), np.uint8)
+            image[0, slice(*bands[band])] = part[0]
+            if band == len(bands) - 1:
+                yield image
 
 
 def decompress(

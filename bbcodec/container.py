@@ -55,7 +55,8 @@ Pixels are uint8. Settings not stored are absent (the codec supplies their defau
 keys are only ever appended to :data:`SETTINGS_KEYS`, new models to :data:`MODEL_CODES`.
 
 **Chunk record** (repeated: the chunks cover images ``0..N-1`` in order, without gaps; a
-chunk's first image is the previous chunk's first plus its count, 0 for the first chunk)
+chunk's first image is the previous chunk's first plus its count, 0 for the first chunk;
+but see *bands*, below)
 
 ====== ======= ========================================================================
 size   name    field
@@ -75,6 +76,16 @@ B              the ANS stream: the chunk's u32 words, but for the high zero byte
 
 The file ends right after the chunk that reaches image ``N - 1`` (a file of no images is
 its header alone): any byte after it is an error, and so is a file that ends early.
+
+**Bands.** If the settings hold ``band_rows`` = ``b`` (key 11, an int >= 1), every image
+taller than ``b`` rows is cut into horizontal bands of ``b`` rows, the last one shorter
+(rows ``0..b-1``, ``b..2b-1``, …; `bbcodec.plan.image_bands`), and such an image takes one
+chunk record per band, in band order, each with image count 1 (the next record's first
+image is the same image until its last band). A band's record is a chunk of one image of
+the band's shape ``(rows, W[, C])``: its pixel digest is that of the band's pixels as an
+image of that shape (:func:`pixels_digest`), sized by the band's subpixels, and its
+stream decodes alone (:attr:`Chunk.band` numbers it). Without ``band_rows`` no image is
+cut.
 
 A one-image file of a registered model with no settings stored takes 22 bytes of header
 for a 28 × 28 image and 10 bytes of chunk framing (1 + 1 + 4 + 4) besides its stream.
@@ -122,6 +133,10 @@ version. Its headers hold the whole sha256 of the weights and of each chunk's pi
   ``arithmetic`` (key 10) says how the probabilities were computed; absent, it is
   ``"exact"``: the model's integer twin and exact tables, the same on every machine and
   device (`bbcodec.models.exact`). ``"float"`` marks a version-3 file of the float path.
+- 3 with ``band_rows`` (key 11, added later without a version change): images taller
+  than it are cut into bands, one chunk record per band (*Bands*, above). Files without
+  the key are read as before; a reader older than the key refuses a file that has it
+  ("unknown setting key index 11: file from a newer bbcodec?") instead of misreading it.
 
 Example:
     >>> import numpy as np
@@ -159,7 +174,7 @@ from typing import Any, BinaryIO, Self
 import numpy as np
 
 from bbcodec.errors import ChecksumError, ContainerError, SizeLimitError
-from bbcodec.plan import DEFAULT_MAX_PIXELS, MAX_DATASET_PIXELS_FACTOR
+from bbcodec.plan import DEFAULT_MAX_PIXELS, MAX_DATASET_PIXELS_FACTOR, image_bands
 
 __all__ = [
     "FORMAT_VERSION",
@@ -227,6 +242,7 @@ SETTINGS_KEYS = (
     "initial_bits",
     "direct_latent_stds",
     "arithmetic",
+    "band_rows",
 )
 
 _MODEL_CODE_OF = {model_id: code for code, model_id in MODEL_CODES.items()}
@@ -437,24 +453,48 @@ class Header:
         if self.dtype not in _DTYPES:
             raise ContainerError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
         object.__setattr__(self, "shapes", _shapes(self.shapes))
+        if version == FORMAT_VERSION and "band_rows" in self.settings:
+            _index(self.settings["band_rows"], "setting band_rows", 1, MAX_IMAGE_SIDE)
 
     @property
     def image_count(self) -> int:
         """Number of images in the file."""
         return len(self.shapes)
 
+    @property
+    def band_rows(self) -> int:
+        """Rows of a band (0: no image is cut into bands; see the module docstring)."""
+        if self.version != FORMAT_VERSION:
+            return 0
+        return self.settings.get("band_rows", 0)
+
+    def bands(self, image: int) -> list[tuple[int, int]]:
+        """``(row0, row1)`` of each band of image ``image`` (one band: ``[(0, H)]``)."""
+        return image_bands(self.shapes[image][0], self.band_rows)
+
+    def band_shape(self, image: int, band: int) -> tuple[int, ...]:
+        """The shape of band ``band`` of image ``image`` (band 0 of an image not cut into
+        bands: the image's shape)."""
+        shape = self.shapes[image]
+        r0, r1 = self.bands(image)[band]
+        return (r1 - r0, *shape[1:])
+
 
 @dataclass(frozen=True, eq=False)
 class Chunk:
-    """One independently decodable piece of a file: images ``first..first+count-1``.
+    """One independently decodable piece of a file: images ``first..first+count-1``, or
+    one band of image ``first`` (see *Bands* in the module docstring).
 
     Attributes:
         first: Index of the chunk's first image.
-        count: Number of images in the chunk, ``>= 1``.
+        count: Number of images in the chunk, ``>= 1`` (1 for a band).
         words: The ANS stream, a 1-D uint32 array (stored as a read-only copy).
-        pixels_digest: :func:`pixels_digest` of the chunk's images: 4, 8 or 16 bytes in
-            version 3 (:func:`pixel_digest_bytes` of their subpixels, which the writer
-            checks), the whole 32-byte sha256 in version 2.
+        pixels_digest: :func:`pixels_digest` of the chunk's images (a band: of the band's
+            pixels): 4, 8 or 16 bytes in version 3 (:func:`pixel_digest_bytes` of their
+            subpixels, which the writer checks), the whole 32-byte sha256 in version 2.
+        band: Which band of image ``first`` the chunk holds (0 for a chunk of whole
+            images; `Header.bands` gives its rows). Not stored: the band records of an
+            image follow each other in order.
 
     Raises:
         ContainerError: if any field is invalid.
@@ -464,6 +504,7 @@ class Chunk:
     count: int
     words: np.ndarray
     pixels_digest: bytes
+    band: int = 0
 
     def __post_init__(self) -> None:
         first = _index(self.first, "chunk first image", 0, MAX_IMAGES - 1)
@@ -484,6 +525,10 @@ class Chunk:
         object.__setattr__(self, "words", words)
         digest = _digest(self.pixels_digest, "pixels digest", _DIGEST_SIZES)
         object.__setattr__(self, "pixels_digest", digest)
+        band = _index(self.band, "chunk band", 0, MAX_IMAGE_SIDE - 1)
+        if band and count != 1:
+            raise ContainerError(f"band {band} of a chunk of {count} images: a band is one image's")
+        object.__setattr__(self, "band", band)
 
     @property
     def stop(self) -> int:
@@ -496,6 +541,7 @@ class Chunk:
         return (
             self.first == other.first
             and self.count == other.count
+            and self.band == other.band
             and self.pixels_digest == other.pixels_digest
             and np.array_equal(self.words, other.words)
         )
@@ -568,12 +614,22 @@ def pixel_digest_bytes(n_subpixels: int) -> int:
     return 16
 
 
-def _subpixels(header: Header, first: int, count: int) -> int:
-    """Subpixels (H × W × C) of images ``first..first+count-1`` by the header's shapes."""
+def _subpixels(header: Header, first: int, count: int, band: int | None = None) -> int:
+    """Subpixels (H × W × C) of images ``first..first+count-1`` by the header's shapes, or
+    of band ``band`` of image ``first`` if it is cut into bands."""
+    if band is not None and len(header.bands(first)) > 1:
+        return math.prod(header.band_shape(first, band))
     return sum(
         math.prod(shape) * sum(1 for _ in run)
         for shape, run in itertools.groupby(header.shapes[first : first + count])
     )
+
+
+def _what(chunk: Chunk) -> str:
+    """``chunk with images 3..5``, or ``band 2 of image 3``, for messages."""
+    if chunk.band:
+        return f"band {chunk.band} of image {chunk.first}"
+    return f"chunk with images {chunk.first}..{chunk.stop - 1}"
 
 
 def verify_pixels(chunk: Chunk, images: Sequence[np.ndarray]) -> None:
@@ -586,13 +642,13 @@ def verify_pixels(chunk: Chunk, images: Sequence[np.ndarray]) -> None:
     Raises:
         ChecksumError: if the count or the pixels differ from what was encoded.
     """
-    span = f"images {chunk.first}..{chunk.stop - 1}"
+    what = _what(chunk)
     if len(images) != chunk.count:
-        raise ChecksumError(f"chunk with {span}: got {len(images)} decoded images")
+        raise ChecksumError(f"{what}: got {len(images)} decoded images")
     got = pixels_digest(images, len(chunk.pixels_digest))
     if got != chunk.pixels_digest:
         raise ChecksumError(
-            f"chunk with {span}: decoded pixels do not match the stored digest "
+            f"{what}: decoded pixels do not match the stored digest "
             f"({got.hex()[:16]} != {chunk.pixels_digest.hex()[:16]})"
         )
 
@@ -692,6 +748,7 @@ class ContainerWriter:
         self._header: Header | None = None
         self._header_crc = 0
         self._next_first = 0
+        self._next_band = 0
         self._finalized = False
         self.bytes_written = 0
 
@@ -742,20 +799,30 @@ class ContainerWriter:
             raise ContainerError(f"expected a Chunk, got {type(chunk).__name__}")
         if chunk.first != self._next_first or chunk.stop > header.image_count:
             raise ContainerError(
-                f"chunk with images {chunk.first}..{chunk.stop - 1} does not continue at image "
+                f"{_what(chunk)} does not continue at image "
                 f"{self._next_first} of {header.image_count}"
             )
-        subpixels = _subpixels(header, chunk.first, chunk.count)
+        n_bands = len(header.bands(chunk.first))
+        if chunk.band != self._next_band or (n_bands > 1 and chunk.count != 1):
+            expected = f"band {self._next_band} of image" if n_bands > 1 else "whole images from"
+            raise ContainerError(
+                f"{_what(chunk)}: expected {expected} {self._next_first} (the header's "
+                f"band_rows cuts it into {n_bands} band{'s' if n_bands > 1 else ''})"
+            )
+        subpixels = _subpixels(header, chunk.first, chunk.count, chunk.band)
         if len(chunk.pixels_digest) != pixel_digest_bytes(subpixels):
             raise ContainerError(
-                f"chunk with images {chunk.first}..{chunk.stop - 1}: a pixel digest of "
+                f"{_what(chunk)}: a pixel digest of "
                 f"{len(chunk.pixels_digest)} bytes, its {subpixels:,} subpixels take "
                 f"{pixel_digest_bytes(subpixels)}"
             )
         stream = _stream_bytes(chunk.words)
         framing = _varint(chunk.count) + _varint(len(stream)) + chunk.pixels_digest
         crc = zlib.crc32(stream, zlib.crc32(framing, self._header_crc))
-        self._next_first = chunk.stop
+        if chunk.band + 1 < n_bands:
+            self._next_band += 1
+        else:
+            self._next_first, self._next_band = chunk.stop, 0
         return self._write(framing, stream, _U32.pack(crc))
 
     def finalize(self) -> None:
@@ -973,8 +1040,9 @@ def _read_header(src: _Input) -> tuple[Header, int]:
 
 
 def _read_chunk(
-    src: _Input, header: Header, header_crc: int, first: int, index: int, max_pixels: int | None
-) -> Chunk:
+    src: _Input, header: Header, header_crc: int, first: int, band: int, index: int,
+    max_pixels: int | None,
+) -> Chunk:  # fmt: skip
     where = f"chunk {index} at byte {src.pos}"
     src.crc = header_crc
     count = src.varint(f"chunk {index} image count")
@@ -983,26 +1051,36 @@ def _read_chunk(
             f"{where} holds {count} images, expected 1..{header.image_count - first} "
             f"(images {first}..{header.image_count - 1} are left)"
         )
+    n_bands = len(header.bands(first))
+    if n_bands > 1 and count != 1:
+        raise ContainerError(
+            f"{where} holds {count} images, expected band {band} of the {n_bands} of image "
+            f"{first} (one image)"
+        )
     n_bytes = src.varint(f"chunk {index} stream length")
     if n_bytes > 4 * MAX_CHUNK_WORDS:
         raise ContainerError(f"{where}: {n_bytes} stream bytes, more than {4 * MAX_CHUNK_WORDS}")
     _check_chunk_pixels(header, first, count, max_pixels, where)
-    n_digest = pixel_digest_bytes(_subpixels(header, first, count))
+    n_digest = pixel_digest_bytes(_subpixels(header, first, count, band))
     digest = src.read(n_digest, f"chunk {index} pixel digest")
     stream = src.read(n_bytes, f"chunk {index} stream")
     src.check_crc(where)
     words = np.frombuffer(stream + bytes(-n_bytes % 4), dtype="<u4")
-    return Chunk(first, count, words, digest)
+    return Chunk(first, count, words, digest, band)
 
 
 def _read_chunks(
     src: _Input, header: Header, header_crc: int, max_pixels: int | None
 ) -> Iterator[Chunk]:
-    first, index = 0, 0
+    first, band, index = 0, 0, 0
     while first < header.image_count:
-        chunk = _read_chunk(src, header, header_crc, first, index, max_pixels)
+        chunk = _read_chunk(src, header, header_crc, first, band, index, max_pixels)
         yield chunk
-        first, index = chunk.stop, index + 1
+        index += 1
+        if band + 1 < len(header.bands(first)):
+            band += 1
+        else:
+            first, band = chunk.stop, 0
     src.check_end("the last chunk" if header.image_count else "the header")
 
 

@@ -48,6 +48,7 @@ from bbcodec.cli.args import (
     batch_limit,
     check_png_sizes,
     device,
+    non_negative_int,
     pillow_unlimited,
     positive_int,
     setup_torch,
@@ -64,15 +65,18 @@ _SPLIT_KEYS = ("train", "valid", "test", "x_train", "x_valid", "x_test")
 COMPRESS_DESCRIPTION = """\
 Compress images into one .bbc file with bits-back ANS coding.
 
-INPUT: PNG files, folders of PNGs, .npy uint8 arrays ((N, H, W) or (N, H, W, 3)), or .npz
-files (also MNIST IDX files/folders and CIFAR-10 batches, as `bbcodec eval --data` reads).
+INPUT: image files (PNG, TIFF, binary PPM/PGM, JPEG-XL, JPEG; told apart by content) or
+folders of them, .npy uint8 arrays ((N, H, W) or (N, H, W, 3)), or .npz files (also MNIST
+IDX files/folders and CIFAR-10 batches, as `bbcodec eval --data` reads).
 An .npz holding train/valid/test or x_train/x_valid/x_test arrays gives the --split array
 (default test); any other .npz must hold exactly one array, which is used. All images are
 concatenated in argument order. Images of the model's size are coded in batches; images of
 any other size (photos) one at a time, tiled into model-sized tiles with one latent each
 while the pixel context runs across the tiles (VLAE models; nothing is coded for padding).
-PNGs are read exactly: palette images become grey or RGB, 16-bit images holding 8-bit
-values are narrowed; transparency, animation and true 16-bit values are refused. Only the
+Images are read exactly: palette images become grey or RGB, 16-bit images holding 8-bit
+values are narrowed; transparency, animation, several pages, CMYK and true 16-bit or
+floating-point values are refused. A JPEG (or a lossy JPEG-XL) is coded as its decoded
+pixels, exactly, with a note that it was already lossy: the .bbc is likely larger. Only the
 pixels are stored: PNG metadata that changes how they are shown (ICC profile, gamma, sRGB,
 chromaticities, colour space) or carries words (text, EXIF) is dropped, and the summary
 says so in a note; dpi, time stamps and other hints are dropped without one. Images over
@@ -131,10 +135,11 @@ def _compress_description() -> str:
 
 def _add_compress(subparsers, common) -> None:
     p = sub(
-        subparsers, "compress", "compress images (PNGs, .npy, .npz) into a .bbc file",
+        subparsers, "compress", "compress images (PNG, TIFF, JPEG-XL, .npy, ...) into a .bbc file",
         _compress_description, "bbcodec compress digits/ more.npy -o digits.bbc -v", [common],
     )  # fmt: skip
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="PNG files or folders, .npy, .npz")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="images (PNG, TIFF, PPM/PGM, JPEG-XL, JPEG), folders, .npy, .npz")  # fmt: skip
     p.add_argument("-o", "--output", required=True, metavar="OUT.bbc",
                    help="the file to write (a folder in dataset mode, below)")  # fmt: skip
     p.add_argument(
@@ -154,6 +159,10 @@ def _add_compress(subparsers, common) -> None:
                    "evenly over the workers, at most "
                    f"{MAX_AUTO_CHUNK_IMAGES} per chunk)")  # fmt: skip
     p.add_argument("--workers", type=positive_int, metavar="N", help=WORKERS_HELP)
+    p.add_argument("--band-rows", type=non_negative_int, metavar="N",
+                   help="cut a photo into bands of N rows, each decodable alone and coded by "
+                   "its own worker (a multiple of the model's tile height; default 256 rows "
+                   "or the nearest such multiple below; 0: one band)")  # fmt: skip
     p.add_argument(
         "-v", "--verbose", action="store_true",
         help="per image: model bits (−ELBO estimate), bits written, difference",
@@ -190,11 +199,11 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     model = load_model(model_name, device=args.device)
     plan = plan_coding(
         [(run.shape[1:], len(run)) for run in runs], model.config.image_shape, args.chunk_images,
-        args.workers, args.device, torch.get_num_threads(),
+        args.workers, args.device, torch.get_num_threads(), args.band_rows,
     )  # fmt: skip
     settings = CodingSettings(
         max_batch=args.max_batch, chunk_images=plan.chunk_images, seed=args.seed,
-        device=args.device, torch_threads=plan.torch_threads,
+        device=args.device, torch_threads=plan.torch_threads, band_rows=plan.band_rows,
     )  # fmt: skip
     with (
         _atomic_file(out, args.force) as f,
@@ -215,17 +224,23 @@ def _load_inputs(paths: list[str], split: str, max_pixels: int):
     """All inputs' images as runs of equal shape ((n, H, W[, 3]) arrays, in argument order),
     one label per image (``path`` or ``path[i]``), and the metadata the PNG files carried
     that is not stored (one set of `bbcodec.cli.args.PNG_METADATA` kinds per such file).
+    Inputs whose pixels were already lossily compressed (JPEGs) are coded all the same,
+    and named in one note line on stderr.
 
-    PNG sizes are checked against ``max_pixels`` from their headers before any is decoded;
-    Pillow's own guard is off meanwhile (no raw ``DecompressionBombWarning``)."""
+    PNG sizes are checked against ``max_pixels`` from their headers before any is decoded
+    (the other formats' readers check theirs); Pillow's own guard is off meanwhile (no raw
+    ``DecompressionBombWarning``)."""
     import numpy as np
 
-    runs, labels, metadata = [], [], []
+    from bbcodec.models.data import lossy_files
+
+    runs, labels, metadata, lossy = [], [], [], []
     for path in paths:
         facts = check_png_sizes(Path(path), max_pixels)
         metadata += [fact.metadata for fact in facts if fact.metadata]
         with pillow_unlimited():
             parts = _load_input(Path(path), split, max_pixels)
+        lossy += lossy_files(path)
         n = sum(len(part) for part in parts)
         single = n == 1 and Path(path).is_file()
         labels += [path] if single else [f"{path}[{i}]" for i in range(n)]
@@ -234,7 +249,18 @@ def _load_inputs(paths: list[str], split: str, max_pixels: int):
                 runs[-1] = np.concatenate([runs[-1], part])
             else:
                 runs.append(part)
+    if lossy:
+        print(_lossy_note(lossy), file=sys.stderr)
     return runs, labels, metadata
+
+
+def _lossy_note(lossy: list[tuple[Path, str]]) -> str:
+    """One line: the inputs that were already lossily compressed, and what that costs."""
+    (first, what), more = lossy[0], len(lossy) - 1
+    also = f" (and {more} more such file{'s' if more != 1 else ''})" if more else ""
+    return (f"note: {first} is {what}{also}: its pixels were already lossily compressed; "
+            "bbcodec codes the decoded pixels exactly, so the .bbc file will likely be larger "
+            "than the original")  # fmt: skip
 
 
 def _metadata_note(metadata: list[frozenset[str]]) -> str:
@@ -248,8 +274,8 @@ def _metadata_note(metadata: list[frozenset[str]]) -> str:
 
 def _load_input(path: Path, split: str, max_pixels: int):
     """One INPUT as runs of (n, H, W[, 3]) uint8: an .npz with one array of any name, else
-    `load_image_runs` (PNG files and folders of any sizes, .npy, split-keyed .npz, IDX,
-    CIFAR batches)."""
+    `load_image_runs` (image files — PNG, TIFF, PPM/PGM, JPEG-XL, JPEG — and folders of
+    them, of any sizes; .npy, split-keyed .npz, IDX, CIFAR batches)."""
     from bbcodec.models.data import load_image_runs
 
     single = _single_npz_array(path, max_pixels)
@@ -445,7 +471,8 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
         )
     shape = shapes[0] if shapes else model.config.image_shape
     plan = plan_coding(shape_runs(header.shapes), model.config.image_shape,
-                       settings.chunk_images, args.workers, settings.device)  # fmt: skip
+                       settings.chunk_images, args.workers, settings.device,
+                       band_rows=header.band_rows)  # fmt: skip
     with (
         open(source, "rb") as f,
         _progress(n, "decompress", args.quiet) as bar,

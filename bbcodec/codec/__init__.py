@@ -6,8 +6,9 @@ Modules, one job each:
   coding layer (posterior, prior and likelihood codecs);
 * :mod:`~bbcodec.codec.batched` — `BatchedLayout`: images of the model's shape in batches
   that grow with the bits on the stack;
-* :mod:`~bbcodec.codec.tiled` — `TiledLayout`: one image of any size, one latent per tile,
-  pixels in a wavefront;
+* :mod:`~bbcodec.codec.tiled` — `TiledLayout`: one image of any size (or one band of a
+  photo cut into bands, coded as an image of its own), one latent per tile, pixels in a
+  wavefront;
 * :mod:`~bbcodec.codec.chunks` — `ImageCodec`: one encode path and one decode path for
   both layouts (seed, meter, trailer, checks, rate);
 * :mod:`~bbcodec.codec.settings` — `CodingSettings`, what a file records for its decoder;
@@ -20,7 +21,13 @@ Which model, batched or tiled, how many chunks and workers: `bbcodec.plan` decid
 from bbcodec.codec.chunks import ImageCodec, initial_seed_words
 from bbcodec.codec.report import ChunkRate, CompressReport
 from bbcodec.codec.settings import CodingSettings
-from bbcodec.codec.workers import code_chunks, decode_chunk_checked, encode_chunk_at
+from bbcodec.codec.workers import (
+    code_chunks,
+    decode_band_checked,
+    decode_chunk_checked,
+    encode_band_at,
+    encode_chunk_at,
+)
 
 __all__ = [
     "ChunkRate",
@@ -28,7 +35,9 @@ __all__ = [
     "CompressReport",
     "ImageCodec",
     "code_chunks",
+    "decode_band_checked",
     "decode_chunk_checked",
+    "encode_band_at",
     "encode_chunk_at",
     "initial_seed_words",
 ]

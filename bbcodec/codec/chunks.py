@@ -2,7 +2,8 @@
 
 A chunk is either a run of images of the model's shape, coded in growing batches
 (`bbcodec.codec.batched`), or one image of another shape, coded tiled
-(`bbcodec.codec.tiled`); `bbcodec.plan.is_tiled` decides. Everything else is written once,
+(`bbcodec.codec.tiled`) — which may be one band of a photo cut into bands, coded as an
+image of its own; `bbcodec.plan.is_tiled` and `bbcodec.plan.image_bands` decide. Everything else is written once,
 here, for both layouts:
 
 - **Initial bits** (`CodingSettings.initial_bits`). ``"direct"`` (format 3's default): the
@@ -228,12 +229,14 @@ class ImageCodec:
 
     # ----- encode ------------------------------------------------------------------------
     def encode_chunk(
-        self, images: np.ndarray, progress: Progress = None, first: int = 0
+        self, images: np.ndarray, progress: Progress = None, first: int = 0, band: int = 0
     ) -> tuple[Chunk, ChunkRate]:
         """Encode (N, H, W[, 3]) uint8 images into the chunk that starts at image ``first``.
 
         Images of the model's shape are coded in batches; one image of another size is
-        coded alone, tiled (local-decoder models only).
+        coded alone, tiled (local-decoder models only). A band of an image cut into bands
+        (`bbcodec.plan.image_bands`) is coded as that one image, its ``band`` number going
+        to the chunk and the rate.
         """
         if images.dtype != np.uint8 or images.shape[3:] != self.image_shape[2:]:
             raise ImageKindError(
@@ -249,7 +252,7 @@ class ImageCodec:
         size = initial_seed_words(self.adapter.latent_dim) if self.seeded else 1
         while True:
             try:
-                return self._run(self._encode, layout, images, first, size, report)
+                return self._run(self._encode, layout, images, first, band, size, report)
             except MessageUnderflowError:
                 size *= 2  # seed words, or images (tile groups) coded directly
                 if size > (MAX_SEED_WORDS if self.seeded else MAX_DIRECT):
@@ -257,7 +260,7 @@ class ImageCodec:
                         "one image needs more initial bits than any seed allows"
                     ) from None
 
-    def _encode(self, layout, images, first: int, size: int, report):
+    def _encode(self, layout, images, first: int, band: int, size: int, report):
         """Encode a chunk from ``size`` seed words or, with ``initial_bits="direct"``, an
         empty stack and at least ``size`` directly coded items."""
         seeded = self.seeded
@@ -271,13 +274,13 @@ class ImageCodec:
             _push_direct_trailer(message, coded, layout, len(images), self.settings.max_batch)
         words = message.to_words()
         digest = pixels_digest(images, pixel_digest_bytes(images.size))
-        chunk = Chunk(first, len(images), words, digest)
+        chunk = Chunk(first, len(images), words, digest, band)
         image_bits = None if meter.image_bits is None else tuple(meter.image_bits.tolist())
         rate = dataclasses.replace(
             ChunkRate.measure(message, message.initial_bits, meter.net_bits),
             batch_sizes=coded.batches, stack_bits=coded.stack_bits,
             image_information_bits=image_bits, direct_items=coded.n_direct,
-            n_images=len(images),
+            n_images=len(images), band=band,
         )  # fmt: skip
         return chunk, rate
 

@@ -26,7 +26,9 @@ class ChunkRate(RateReport):
             order; ``None`` if the codecs' layout did not allow the split.
         direct_items: images coded without bits back, first (tile groups, for a tiled
             image).
-        n_images: images in the chunk.
+        n_images: images in the chunk (1 for a band).
+        band: which band of its image the chunk codes (0: whole images, or the first band;
+            `bbcodec.plan.image_bands`).
     """
 
     batch_sizes: tuple[int, ...] = ()
@@ -34,6 +36,7 @@ class ChunkRate(RateReport):
     image_information_bits: tuple[float, ...] | None = None
     direct_items: int = 0
     n_images: int = 0
+    band: int = 0
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class CompressReport:
         n_images: images coded.
         n_dims: sub-pixels of all images together.
         file_bits: every bit of the output, header, seed and trailers included.
-        chunks: each chunk's rate, in file order.
+        chunks: each chunk's rate, in file order (an image cut into bands: one per band).
     """
 
     n_images: int
@@ -69,7 +72,7 @@ class CompressReport:
 
     @property
     def chunk_images(self) -> tuple[int, ...]:
-        """Images in each chunk."""
+        """Images in each chunk (1 for each band of an image cut into bands)."""
         return tuple(chunk.n_images for chunk in self.chunks)
 
     @property
@@ -84,11 +87,18 @@ class CompressReport:
 
     @property
     def image_information_bits(self) -> tuple[float, ...] | None:
-        """Each image's share of ``information_bits``, in image order; ``None`` if a
-        chunk could not split its bits by image."""
+        """Each image's share of ``information_bits``, in image order (an image cut into
+        bands: the sum over its bands); ``None`` if a chunk could not split its bits by
+        image."""
         if any(chunk.image_information_bits is None for chunk in self.chunks):
             return None
-        return tuple(bits for chunk in self.chunks for bits in chunk.image_information_bits)
+        per_image: list[float] = []
+        for chunk in self.chunks:
+            if chunk.band:
+                per_image[-1] += sum(chunk.image_information_bits)
+            else:
+                per_image.extend(chunk.image_information_bits)
+        return tuple(per_image)
 
     @property
     def achieved_bpd(self) -> float:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Iterable
 
 from bbcodec.coding import LatentGrid
 from bbcodec.coding.exact_gaussian import INNER_BINS_PER_SIDE as EXACT_MIN_HALF_GRID
 from bbcodec.coding.fixed_point import FRAC_BITS as EXACT_FRAC_BITS
 from bbcodec.errors import DecodeError, UsageError
-from bbcodec.plan import DEFAULT_MAX_BATCH, MAX_BATCH_LIMIT
+from bbcodec.plan import DEFAULT_MAX_BATCH, MAX_BAND_ROWS, MAX_BATCH_LIMIT
 
 #: The most torch threads a settings object (or a file) may ask for.
 MAX_TORCH_THREADS = 1024
@@ -28,6 +29,8 @@ MIN_DIRECT_STDS, MAX_DIRECT_STDS = 0.125, 16.0
 _FORMAT_2_SETTINGS = {
     "posterior_window_stds": None, "initial_bits": "seed", "arithmetic": "float",
 }  # fmt: skip
+#: What a file that does not record ``band_rows`` was coded with: no image cut in bands.
+_UNRECORDED_BAND_ROWS = 0
 _DEVICE = re.compile(r"^(cpu|cuda(:[0-9]+)?)$")
 
 
@@ -82,6 +85,15 @@ class CodingSettings:
             model and constriction's Gaussian, as in files of format version 2 — a file
             decodes only where PyTorch and the C library compute the same floats (in
             practice: the machine that wrote it, same device and thread count).
+        band_rows: an image of another size than the model's that is taller than this is
+            cut into horizontal bands of ``band_rows`` rows (the last one shorter), each
+            coded as an image of its own, in a chunk of its own (`bbcodec.plan.image_bands`),
+            so workers code one photo side by side and a coder holds one band's state, not
+            the image's. A multiple of the model's tile height (checked by
+            `bbcodec.plan.band_height` when coding starts); 0: never cut; ``None`` (the
+            default): `bbcodec.plan.DEFAULT_BAND_ROWS` (256) rounded down to a multiple of
+            the tile height. A file records the height used if it cut an image; a file
+            without it cut none (``band_rows`` 0 when read).
 
     Raises:
         UsageError: a value of the wrong type or out of range (one message per field).
@@ -100,6 +112,7 @@ class CodingSettings:
     initial_bits: str = "direct"
     direct_latent_stds: float = 3.0
     arithmetic: str = "exact"
+    band_rows: int | None = None
 
     def __post_init__(self) -> None:
         def integer(name: str, low: int, high: int | None = None, none_ok: bool = False):
@@ -139,6 +152,7 @@ class CodingSettings:
         integer("chunk_images", 1, none_ok=True)
         integer("seed", 0, 2**63 - 1)  # a format-3 header stores it as a signed 64-bit int
         integer("torch_threads", 1, MAX_TORCH_THREADS)
+        integer("band_rows", 0, MAX_BAND_ROWS, none_ok=True)
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):
             raise UsageError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
         window = self.posterior_window_stds
@@ -190,17 +204,21 @@ class CodingSettings:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def file_dict(self, n_images: int) -> dict:
+    def file_dict(self, n_images: int, heights: Iterable[int] = ()) -> dict:
         """What a file records: the settings that differ from the defaults; ``chunk_images``
-        only if the ``n_images`` images take more than one chunk."""
+        only if the ``n_images`` images take more than one chunk; ``band_rows`` only if it
+        cuts one of the images, of these ``heights``, into bands (resolve ``None`` first:
+        `bbcodec.plan.band_height`)."""
         defaults = CodingSettings()
         values = {
             name: value
             for name, value in self.to_dict().items()
-            if value != getattr(defaults, name)
+            if value != getattr(defaults, name) and name != "band_rows"
         }
         if self.chunk_images is not None and self.chunk_images >= n_images:
             values.pop("chunk_images", None)
+        if self.band_rows and any(height > self.band_rows for height in heights):
+            values["band_rows"] = self.band_rows
         return values
 
     @classmethod
@@ -212,6 +230,8 @@ class CodingSettings:
                 `file_dict`; format 2: all of them but the ones added since).
             format_version: the file's format version.
             n_images: the file's image count (a file without ``chunk_images`` is one chunk).
+
+        A file without ``band_rows`` cut no image into bands: ``band_rows`` is then 0.
         """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - names
@@ -223,7 +243,7 @@ class CodingSettings:
             values = {**_FORMAT_2_SETTINGS, **values}
             if "chunk_images" not in values:
                 raise DecodeError("invalid coding settings in file: no chunk size")
-        values = {"chunk_images": max(1, n_images), **values}
+        values = {"chunk_images": max(1, n_images), "band_rows": _UNRECORDED_BAND_ROWS, **values}
         try:
             settings = cls(**values)  # UsageError (a ValueError) for values out of range
         except (TypeError, ValueError) as exc:

@@ -29,6 +29,13 @@ Determinism: every tile's feature map is computed alone (batch of one), priors a
 posteriors are computed for the same groups of tiles on both sides, and a pixel step
 reads the canvas only at the positions it may see (`PixelStepper`), so both sides hand
 constriction the same floats.
+
+Memory: a tile's feature map is written when its latent is known and handed back to the
+system once its last pixel is coded (`TiledImage._release`), so only the tiles the
+wavefront crosses hold features (a few per tile row), not the whole image; the pixel
+canvas (the image in the model's input numbers) remains per pixel. A photo is cut into
+bands, each coded as a `TiledImage` of its own (`bbcodec.plan.image_bands`), so a coder
+holds one band's canvas.
 """
 
 from __future__ import annotations
@@ -109,12 +116,13 @@ class TiledImage:
         self.plan = TilePlan(shape[0], shape[1], tile_h, tile_w, decoder.local.half_width + 1)
         self.tiles = tile_boxes(shape[0], shape[1], tile_h, tile_w)
         self.starts, self.ends = self.plan.tiles_by_step()
+        self._pages: mmap.mmap | None = None
+        self._frontier: dict[int, int] = {}  # tile row's first row → bytes released (`_release`)
         self.stepper = adapter.model.decoder.stepper(self._zero_features(adapter, shape))
         self.latents = np.zeros((len(self.tiles), adapter.latent_dim), dtype=np.int32)
         self.offsets = np.zeros((len(self.tiles), adapter.latent_dim), dtype=np.int32)
 
-    @staticmethod
-    def _zero_features(adapter: ModelAdapter, shape: tuple[int, ...]) -> torch.Tensor:
+    def _zero_features(self, adapter: ModelAdapter, shape: tuple[int, ...]) -> torch.Tensor:
         """The (1, H, W, C) float32 feature map, zero, allocated lazily on the CPU.
 
         It is the largest per-pixel state of a tiled image (4·C bytes a pixel, 384 for
@@ -124,14 +132,48 @@ class TiledImage:
         resident across the whole width), so a decoder holds only the tiles reached so far:
         a short stream whose header claims a large image runs out of bits (a typed error)
         having touched a few tiles, not the whole map. `torch.zeros` would write it all.
+        Each row is padded to whole pages (``W`` rounded up to ``pad`` columns), so the
+        pages of a row's coded part can be handed back (`_release`).
         """
-        dims = (1, shape[0], shape[1], adapter.model.config.channels)
+        channels = adapter.model.config.channels
+        dims = (1, shape[0], shape[1], channels)
         if torch.device(adapter.device).type != "cpu":
             return torch.zeros(dims, device=adapter.device)
-        pages = mmap.mmap(-1, 4 * math.prod(dims))
+        pad = mmap.PAGESIZE // math.gcd(mmap.PAGESIZE, 4 * channels)
+        padded = (1, shape[0], -(-shape[1] // pad) * pad, channels)
+        self._pages = pages = mmap.mmap(-1, 4 * math.prod(padded), flags=mmap.MAP_PRIVATE)
         if hasattr(mmap, "MADV_NOHUGEPAGE"):
             pages.madvise(mmap.MADV_NOHUGEPAGE)
-        return torch.from_numpy(np.frombuffer(pages, dtype=np.float32).reshape(dims))
+        features = np.frombuffer(pages, dtype=np.float32).reshape(padded)
+        return torch.from_numpy(features)[:, :, : shape[1]]
+
+    def _release(self, tiles: list[int], backwards: bool) -> None:
+        """Hand back the feature pages of tiles whose pixels are all coded: no step reads
+        a tile's features outside its own pixels.
+
+        The tiles of one tile row finish in column order — left to right when decoding,
+        right to left when encoding (``backwards``) — so each tile row's rows are done up
+        to a frontier, and the pages wholly on the done side of it go back (a page that
+        straddles the frontier waits for the next tile).
+        """
+        pages = self._pages
+        if pages is None or not tiles or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        _, row_stride, column_stride, _ = (4 * s for s in self.stepper.features.stride())
+        page = mmap.PAGESIZE
+        for index in tiles:
+            r0, r1, c0, c1 = self.tiles[index]
+            if backwards:  # done: [c0, W); released so far: [previous, W)
+                done = -(-c0 * column_stride // page) * page
+                previous = self._frontier.get(r0, row_stride)
+                start, stop, self._frontier[r0] = done, previous, min(done, previous)
+            else:  # done: [0, c1); released so far: [0, previous)
+                done = c1 * column_stride // page * page
+                previous = self._frontier.get(r0, 0)
+                start, stop, self._frontier[r0] = previous, done, max(done, previous)
+            if stop > start:
+                for row in range(r0, r1):  # a row starts on a page (padded, above)
+                    pages.madvise(mmap.MADV_DONTNEED, row * row_stride + start, stop - start)
 
     # ----- pieces shared by both directions --------------------------------------------
     def _tile_pixels(self, image: np.ndarray, tiles: list[int]) -> np.ndarray:
@@ -198,6 +240,7 @@ class TiledImage:
                 may not be coded directly; the message is then unusable.
         """
         a = self.adapter
+        self._frontier.clear()  # an encoder that restarts writes every tile again
         everything = torch.from_numpy(np.array(image)).to(a.device)  # a writable copy
         rows, cols = torch.meshgrid(
             torch.arange(self.shape[0]), torch.arange(self.shape[1]), indexing="ij"
@@ -230,6 +273,7 @@ class TiledImage:
             starting = self.starts.get(t)
             if starting:
                 self._push_latents(message, starting, direct)
+                self._release(starting, backwards=True)  # these tiles are done
         return n_direct
 
     def pop(self, message: Message, n_direct: int) -> np.ndarray:
@@ -251,6 +295,8 @@ class TiledImage:
                 image[rows.numpy(), cols.numpy()] = pixels
                 self.stepper.write_at(rows, cols, torch.from_numpy(pixels)[None].to(a.device))
             ending = self.ends.get(t)
+            if ending:
+                self._release(ending, backwards=False)
             if ending and not direct.issuperset(ending):
                 a.posterior(self._tile_pixels(image, ending)).push(message, self.latents[ending])
                 message.mix_head()

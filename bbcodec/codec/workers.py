@@ -2,8 +2,10 @@
 
 A ``.bbc`` file is a sequence of chunks, each its own seeded ANS stack, so chunks can be
 coded anywhere in any order: `code_chunks` runs one job per chunk — `encode_chunk_at` or
-`decode_chunk_checked` — either in this process (``workers=1``) or in a pool of worker
-processes, and yields the results **in chunk order** either way. Both ways call the same
+`decode_chunk_checked`, or their band forms `encode_band_at` and `decode_band_checked`
+(one band of a photo cut into bands is a chunk too, so the workers code one photo side by
+side) — either in this process (``workers=1``) or in a pool of worker processes, and
+yields the results **in chunk order** either way. Both ways call the same
 job functions on an `ImageCodec` built from the same model and settings, so the bytes of
 a chunk do not depend on where it was coded.
 
@@ -94,8 +96,25 @@ def decode_chunk_checked(
 ) -> np.ndarray:
     """Decode a chunk whose images the header gives ``shapes``, verified (see
     `ImageCodec.decode_chunk`): the model's shape, or one image of another (tiled)."""
+    return decode_band_checked(codec, chunk, shapes, True, progress)
+
+
+def encode_band_at(
+    codec: ImageCodec, images: np.ndarray, first: int, band: int, last: bool, progress: Progress
+) -> tuple[Chunk, ChunkRate]:
+    """Encode ``images`` (1, rows, W[, 3]), band ``band`` of image ``first``, as an image of
+    its own (a chunk of whole images: band 0, ``last``). The image counts as done for
+    ``progress`` with its ``last`` band."""
+    return codec.encode_chunk(images, progress if last else None, first, band)
+
+
+def decode_band_checked(
+    codec: ImageCodec, chunk: Chunk, shapes: frozenset, last: bool, progress: Progress
+) -> np.ndarray:
+    """Decode a chunk, or one band of an image (its ``shapes``: the band's), verified; the
+    image counts as done for ``progress`` with its ``last`` band."""
     shape, _ = chunk_shape(shapes, chunk.count, codec.image_shape)
-    return codec.decode_chunk(chunk, progress, shape)
+    return codec.decode_chunk(chunk, progress if last else None, shape)
 
 
 # ----- the worker side --------------------------------------------------------------------

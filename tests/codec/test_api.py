@@ -231,18 +231,19 @@ def test_default_model_errors_name_the_models_that_exist(tmp_path):
     assert "5x7" in message and "binary" in message
     for name in DEFAULT_MODELS.values():
         assert name in message
-    with pytest.raises(ImageKindError, match="no shipped model for grey images of 30x40"):
-        bbcodec.compress(np.full((1, 30, 40), 9, np.uint8))  # "auto"
+    with pytest.raises(ImageKindError, match="no shipped model for binary images of 30x40"):
+        bbcodec.compress(np.zeros((1, 30, 40), np.uint8))  # "auto"
     with pytest.raises(ImageKindError, match="several kinds"):
         default_model_for([np.zeros((28, 28), np.uint8), np.zeros((32, 32, 3), np.uint8)])
     assert default_model_for(np.zeros((3, 28, 28), np.uint8)) == "vlae-bmnist"
     assert default_model_for(np.full((3, 28, 28), 9, np.uint8)) == "vlae-mnist"
     assert default_model_for(np.zeros((3, 32, 32, 3), np.uint8)) == "vlae-cifar10"
-    # RGB of any other size, or of several sizes: the any-size model (tiled)
-    assert default_model_for(np.zeros((1, 512, 768, 3), np.uint8)) == "vlae-cifar10"
+    # RGB or grey of any other size, or of several sizes: the photo models (tiled)
+    assert default_model_for(np.zeros((1, 512, 768, 3), np.uint8)) == "vlae-photo"
     assert default_model_for([np.zeros((5, 7, 3), np.uint8), np.zeros((32, 32, 3), np.uint8)]) == (
-        "vlae-cifar10"
+        "vlae-photo"
     )
+    assert default_model_for(np.full((1, 512, 768), 9, np.uint8)) == "vlae-photo-grey"
     # The default exists in name only here (an empty zoo): the error lists what is registered.
     _register("tiny", random_model(tiny_config("vlae", "binary")), tmp_path)
     with pytest.raises(WeightsError, match=r"'vlae-bmnist'.*known models: tiny"):

@@ -149,7 +149,7 @@ def test_round_trip_over_chunks_each_decodable_alone(chunk_images):
     settings = CodingSettings(max_batch=3, chunk_images=chunk_images)
     codec = ImageCodec(random_model(config), settings)
     chunks = []
-    for first, count, _, _ in chunk_spans([(images.shape[1:], len(images))], codec.image_shape,
+    for first, count, *_ in chunk_spans([(images.shape[1:], len(images))], codec.image_shape,
                                           settings.chunk_images):  # fmt: skip
         chunk, rate = codec.encode_chunk(images[first : first + count], first=first)
         assert rate.direct_items + sum(rate.batch_sizes) == count
