@@ -108,10 +108,12 @@ class EvalResult:
         return dataclasses.asdict(self)
 
 
-def check_images(config: ModelConfig, images: np.ndarray, where: str = "data") -> None:
+def check_images(
+    config: ModelConfig, images: np.ndarray, where: str = "data", whole_tiles: bool = False
+) -> None:
     """Raise `DataError` unless ``images`` have the shape and value range the model codes:
-    the model's own size or, for a local decoder, whole tiles of it (a photo model's
-    validation crops; `LatentVariableModel.elbo_terms`).
+    the model's own size or, with ``whole_tiles`` and a local decoder, whole tiles of it (a
+    photo model's validation crops, `LatentVariableModel.elbo_terms`).
 
     Args:
         config: the model's config.
@@ -123,12 +125,13 @@ def check_images(config: ModelConfig, images: np.ndarray, where: str = "data") -
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
         raise DataError(f"{where}: expected a uint8 image array")
     shape = tuple(images.shape[1:])
-    whole_tiles = (
+    tiles_allowed = whole_tiles and not config.row_context
+    fits_tiles = tiles_allowed and (
         len(shape) == len(expected) and shape[2:] == expected[2:] and not config.row_context
         and shape[0] % h == 0 and shape[1] % w == 0
     )  # fmt: skip
-    if not (shape == expected or whole_tiles) or len(images) == 0:
-        tiles = "" if config.row_context else f" (or of whole {h}x{w} tiles)"
+    if not (shape == expected or fits_tiles) or len(images) == 0:
+        tiles = f" (or of whole {h}x{w} tiles)" if tiles_allowed else ""
         raise DataError(
             f"{where}: images of shape {shape} but the model is for "
             f"{config.kind} images of shape {expected}{tiles}"
@@ -200,7 +203,7 @@ def evaluate(
     if iw_samples < 0:
         raise UsageError(f"importance samples must be ≥ 0, got {iw_samples}")
     config = model.config
-    check_images(config, images, data_name or "data")
+    check_images(config, images, data_name or "data", whole_tiles=True)
     n, dims, d = len(images), images[0].size, config.total_latent_dim
     has_delta = hasattr(model.prior, "kl_dims_nats") and hasattr(model.prior, "delta_nats")
     was_training = model.training

@@ -141,10 +141,12 @@ def test_evaluate_and_check_images_take_whole_tiles():
     assert result.dims_per_image == 16 * 16 * 3
     assert result.kl_nats + result.recon_nats == pytest.approx(result.neg_elbo_nats)
     with pytest.raises(DataError, match="whole 8x8 tiles"):
-        check_images(config, images[:, :12])
+        check_images(config, images[:, :12], whole_tiles=True)
     full_context = tiny_config("delta-vae", "rgb")
     with pytest.raises(DataError):
-        check_images(full_context, images)
+        check_images(full_context, images, whole_tiles=True)
+    with pytest.raises(DataError):
+        check_images(config, images)  # whole tiles only where asked for
 
 
 def test_training_on_crops_runs_and_resumes(tmp_path):
