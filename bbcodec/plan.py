@@ -72,15 +72,17 @@ DEFAULT_MODELS: dict[tuple[str, tuple[int, int] | None], str] = {
 
 #: Largest image, in pixels (H × W), read or decoded unless the caller raises the limit
 #: (``--max-pixels``, ``max_pixels=``): 16 Mi pixels, e.g. 4096 × 4096 or a 12-megapixel
-#: 4000 × 3000 photo. An image of another size than the model's is coded whole (tiled,
-#: `bbcodec.codec.tiled`) with a float32 feature map of the whole image (4 bytes × 96
-#: channels = 384 bytes a pixel for vlae-cifar10) besides the pixel canvas and the image.
-#: Measured (peak RSS of one process, CPU, one thread, vlae-cifar10, Kodak kodim01 tiled
-#: to 768 × 512 and 1536 × 1024): decode 416 → 880 MB, encode 444 → 926 MB, i.e. ~410
-#: and ~430 bytes a pixel over ~250 MB for torch and the model. At this limit a decode
-#: or an encode fits in ~7.5 GB (and takes ~35 min); 64 Mi pixels would need ~28 GB.
-#: Inputs and files are checked against it from their headers, before anything per-pixel
-#: is allocated (`bbcodec.models.data`, `bbcodec.container.ContainerReader`), raising
+#: 4000 × 3000 photo. An image of another size than the model's is coded in bands of
+#: rows (`DEFAULT_BAND_ROWS`, `image_bands`), each by a coder that holds the band's pixel
+#: canvas (24 bytes a pixel, exact arithmetic) and the features of the tiles its wavefront
+#: crosses (`bbcodec.codec.tiled`), besides ~250 MB for torch and the model; the caller
+#: holds the image. Measured (vlae-cifar10, CPU, two workers of one thread, the API): a
+#: 6000 × 4000 photo (24 M pixels, over this limit) encodes at a peak RSS of 1.16 GB
+#: summed over the three processes and decodes at 1.10 GB (39 and 30 min on two shared
+#: cores). ``bbcodec compress``'s summary −ELBO estimate runs the float network over the
+#: whole image (~3 KB a pixel: 1.5 GB for 768 × 512). Inputs and files are checked
+#: against the limit from their headers, before anything per-pixel is allocated
+#: (`bbcodec.models.data`, `bbcodec.container.ContainerReader`), raising
 #: `bbcodec.errors.SizeLimitError`.
 DEFAULT_MAX_PIXELS = 1 << 24
 #: Datasets read into memory whole (`bbcodec.models.data.load_images`: .npy, .npz, IDX,

@@ -7,8 +7,8 @@ the pixel term alone: −log2 p(x | z) summed over the bands against the whole p
 coder adds, per band, its own direct start and a chunk's framing: measure those by coding,
 ``--code N``.)
 
-    python benchmarks/band_edges.py ../shared/data/kodak --model vlae-cifar10 \
-        --band-rows 128 256 512 [--code 3] [--json out.json]
+    python benchmarks/band_edges.py ../shared/data/kodak --model vlae-photo \
+        --band-rows 128 256 512 [--grey] [--code 3] [--json out.json]
 
 Kodak is a test set: measuring here is fine, choosing by it is not.
 """
@@ -79,9 +79,10 @@ def coded_bits(model, model_name: str, image: np.ndarray, band_rows: int) -> tup
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folder")
-    parser.add_argument("--model", default="vlae-cifar10")
+    parser.add_argument("--model", default="vlae-photo")
     parser.add_argument("--band-rows", type=int, nargs="+", default=[256])
     parser.add_argument("--code", type=int, default=0, help="also code the first N photos")
+    parser.add_argument("--grey", action="store_true", help='the photos as grey (PIL "L")')
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -89,7 +90,7 @@ def main() -> None:
     files = sorted(Path(args.folder).glob("*.png"))
     rows = []
     for path in files:
-        image = np.asarray(Image.open(path).convert("RGB"))
+        image = np.asarray(Image.open(path).convert("L" if args.grey else "RGB"))
         terms = terms_bits(model, image, args.band_rows)
         dims = image.size
         row = {"file": path.name, "shape": list(image.shape), "kl_bits": terms["kl"]}
@@ -108,7 +109,7 @@ def main() -> None:
         for b in args.band_rows))  # fmt: skip
     coded = []
     for path in files[: args.code]:
-        image = np.asarray(Image.open(path).convert("RGB"))
+        image = np.asarray(Image.open(path).convert("L" if args.grey else "RGB"))
         for b in [0, *args.band_rows]:
             bits, seconds = coded_bits(model, args.model, image, b)
             coded.append({"file": path.name, "band_rows": b, "file_bits": bits, "seconds": seconds})
