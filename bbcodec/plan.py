@@ -106,15 +106,13 @@ MIN_IMAGES_PER_WORKER = 1024
 #: the model's tile height, `band_height`). Each band is coded as an image of its own: its
 #: tiles and latents are the photo's (bands cut between tile rows), but its first rows see
 #: zeros above instead of the band above, and its first tile group is coded without bits
-#: back. Measured on Kodak (24 photos, vlae-cifar10, tiled −ELBO at the same latent
-#: samples, `benchmarks/band_edges.py`), against one band: bands of 64, 128, 256 and 512
-#: rows change the rate by −0.35 %, −0.15 %, −0.05 % and −0.01 % — a *gain*, because that
-#: model, trained on 32 × 32 images, predicts a tile's first rows better from zeros than
-#: from the real rows above; coded, kodim01, kodim04 and kodim13 take −111, −444 and −38
-#: bytes with 256-row bands (of 521 k, 478 k and 590 k). A model trained on whole photos
-#: will pay for the lost context instead: measure it with the same script. 256 rows give
-#: a 768 × 512 photo two bands (two workers) and keep the cut-off context under 1.2 % of
-#: the rows (3 of 256 for a 7 × 7 neighbourhood).
+#: back. Measured on Kodak (24 photos, tiled −ELBO at the same latent samples, against one
+#: band; `benchmarks/band_edges.py`): vlae-photo, bands of 128, 256 and 512 rows: +0.16 %,
+#: +0.06 %, +0.01 %; vlae-photo-grey (Kodak in grey), 256 rows: +0.03 %; vlae-cifar10,
+#: 256 rows: −0.05 % (a gain: trained on 32 × 32 images, it predicts a tile's first rows
+#: better from zeros than from the real rows above). Coded, kodim01 takes 495,140 bytes in
+#: two bands against 494,934 in one with vlae-photo. 256 rows give a 768 × 512 photo two
+#: bands, so two workers code it side by side (34 → 22 s each way, an idle 2-core machine).
 DEFAULT_BAND_ROWS = 256
 #: Largest ``band_rows`` (an image side's limit: larger is one band anyway).
 MAX_BAND_ROWS = 1 << 16
