@@ -23,7 +23,13 @@ import numpy as np
 
 from bbcodec.coding import fixed_point as fp
 
-__all__ = ["exact_channel_means", "exact_mixture_table", "exact_reweight", "exact_weights"]
+__all__ = [
+    "exact_channel_means",
+    "exact_mixture_table",
+    "exact_reweight",
+    "exact_symbol_sums",
+    "exact_weights",
+]
 
 #: Most mixture components the integer sums allow (each term < 2**48).
 MAX_COMPONENTS = 32
@@ -72,6 +78,25 @@ def exact_mixture_table(
     np.subtract(cdf[:, 1:], cdf[:, :-1], out=table[:, 1:-1])
     table[:, -1] = weights.sum(axis=1) * _ONE_FINE - cdf[:, -1]
     return table
+
+
+def exact_symbol_sums(
+    weights: np.ndarray, means_fixed: np.ndarray, log_scales_fixed: np.ndarray, symbols
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What an encoder needs of `exact_mixture_table`'s rows: for (n,) symbols, the sums of
+    each row's entries before the symbol, through it, and of the whole row — the mixture
+    CDF at the symbol's two bin edges (2 edges a component instead of 255), equal to the
+    table's running sums exactly (integers below 2**53)."""
+    inverse = _inverse_scales(log_scales_fixed)
+    v = np.asarray(symbols, dtype=np.int64)
+    total = weights.sum(axis=1) * _ONE_FINE
+    edges = np.stack([_LOWER_EDGES[v], _UPPER_EDGES[np.minimum(v, 254)]], axis=1)  # (n, 2)
+    cdf = np.zeros(edges.shape)
+    for k in range(weights.shape[1]):
+        cdf += weights[:, k, None] * _sigmoid_at(edges, means_fixed[:, k, None], inverse[:, k, None])
+    below = np.where(v == 0, 0.0, cdf[:, 0])
+    through = np.where(v == 255, total, cdf[:, 1])
+    return below, through, total
 
 
 def _component_masses(values: np.ndarray, means_fixed: np.ndarray, log_scales_fixed: np.ndarray):

@@ -36,12 +36,13 @@ from bbcodec.coding.exact_logistic import (
     exact_channel_means,
     exact_mixture_table,
     exact_reweight,
+    exact_symbol_sums,
     exact_weights,
 )
 from bbcodec.coding.handover import coder_float64
 from bbcodec.coding.leaves import coder_symbols, record_pop, record_push
 from bbcodec.coding.message import Message
-from bbcodec.coding.quantization import categorical_fixed_point
+from bbcodec.coding.quantization import categorical_fixed_point, categorical_ranges, range_tables
 
 __all__ = [
     "N_PIXEL_VALUES",
@@ -121,22 +122,34 @@ def _push_rows(
     logit_weights: np.ndarray,
     means: np.ndarray,
     log_scales: np.ndarray,
-    table_of: Callable = logistic_mixture_table,
+    arithmetic: MixtureArithmetic,
 ) -> np.ndarray | None:
     """Pushes 1-D int32 symbols row by row, chunks last-first (= one encode_reverse call).
 
+    With exact arithmetic each symbol is pushed with a three-entry table that codes it in
+    the range its whole table gives it (`range_tables`): the same bits, without the tables.
+
     Returns the symbols' fixed-point probabilities (int64, 1-D) if the message has an
-    information meter (read off the tables built anyway), else None.
+    information meter, else None.
     """
     metered = message.meter is not None
     numerators = np.empty(symbols.size, np.int64) if metered else None
     starts = range(0, symbols.size, TABLE_CHUNK_ROWS)
     for start in reversed(starts):
         rows = slice(start, start + TABLE_CHUNK_ROWS)
-        table = table_of(logit_weights[rows], means[rows], log_scales[rows])
-        message.push(symbols[rows], _CATEGORICAL, table)
+        if arithmetic.symbol_sums is not None:
+            sums = arithmetic.symbol_sums(
+                logit_weights[rows], means[rows], log_scales[rows], symbols[rows]
+            )
+            _, row_numerators = ranges = categorical_ranges(*sums, symbols[rows], N_PIXEL_VALUES)
+            table, entries = range_tables(*ranges)
+            message.push(entries, _CATEGORICAL, table)
+        else:
+            table = arithmetic.table(logit_weights[rows], means[rows], log_scales[rows])
+            message.push(symbols[rows], _CATEGORICAL, table)
+            row_numerators = categorical_fixed_point(table, symbols[rows]) if metered else None
         if numerators is not None:
-            numerators[rows] = categorical_fixed_point(table, symbols[rows])
+            numerators[rows] = row_numerators
     return numerators
 
 
@@ -145,13 +158,13 @@ def _pop_rows(
     logit_weights: np.ndarray,
     means: np.ndarray,
     log_scales: np.ndarray,
-    table_of: Callable = logistic_mixture_table,
+    arithmetic: MixtureArithmetic,
 ) -> np.ndarray:
     """Pops one symbol per parameter row, chunks in order; returns 1-D int32."""
     chunks = []
     for start in range(0, logit_weights.shape[0], TABLE_CHUNK_ROWS):
         rows = slice(start, start + TABLE_CHUNK_ROWS)
-        table = table_of(logit_weights[rows], means[rows], log_scales[rows])
+        table = arithmetic.table(logit_weights[rows], means[rows], log_scales[rows])
         chunks.append(message.pop(_CATEGORICAL, table))
     return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int32)
 
@@ -161,14 +174,18 @@ def _rows_fixed_point(
     logit_weights: np.ndarray,
     means: np.ndarray,
     log_scales: np.ndarray,
-    table_of: Callable = logistic_mixture_table,
+    arithmetic: MixtureArithmetic,
 ) -> np.ndarray:
     """Fixed-point probabilities (int64, 1-D) of 1-D symbols, one parameter row each."""
     chunks = []
     for start in range(0, symbols.size, TABLE_CHUNK_ROWS):
         rows = slice(start, start + TABLE_CHUNK_ROWS)
-        table = table_of(logit_weights[rows], means[rows], log_scales[rows])
-        chunks.append(categorical_fixed_point(table, symbols[rows]))
+        params = logit_weights[rows], means[rows], log_scales[rows]
+        if arithmetic.symbol_sums is not None:
+            sums = arithmetic.symbol_sums(*params, symbols[rows])
+            chunks.append(categorical_ranges(*sums, symbols[rows], N_PIXEL_VALUES)[1])
+        else:
+            chunks.append(categorical_fixed_point(arithmetic.table(*params), symbols[rows]))
     return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
 
 
@@ -211,11 +228,11 @@ class DiscretizedLogisticMixture:
         ):
             raise ValueError("logit_weights, means and log_scales must all be (n, m)")
         arithmetic = _arithmetic(self.exact)
-        object.__setattr__(self, "_table_of", arithmetic.table)
+        object.__setattr__(self, "_arithmetic", arithmetic)
         object.__setattr__(self, "_weights", arithmetic.weights(self.logit_weights))
 
     def _rows(self) -> tuple:
-        return self._weights, self.means, self.log_scales, self._table_of
+        return self._weights, self.means, self.log_scales, self._arithmetic
 
     def push(self, message: Message, symbols: np.ndarray) -> None:
         """Pushes ``(n,)`` int symbols in ``0..255``."""
@@ -293,12 +310,16 @@ class MixtureArithmetic(NamedTuple):
         table: (weights, means, log_scales) → (n, 256) bin masses.
         channel_means: (means, coeffs, channel, red, green) → (r, m) channel means.
         reweight: (weights, values, means, log_scales) → the weights given the values.
+        symbol_sums: (weights, means, log_scales, symbols) → the running sums of each
+            table row before and through its symbol, and of the whole row (None: read
+            off the table).
     """
 
     weights: Callable
     table: Callable
     channel_means: Callable
     reweight: Callable
+    symbol_sums: Callable | None = None
 
 
 FLOAT_ARITHMETIC = MixtureArithmetic(
@@ -307,7 +328,7 @@ FLOAT_ARITHMETIC = MixtureArithmetic(
     + _component_log_masses(values, means, log_scales),
 )  # fmt: skip
 EXACT_ARITHMETIC = MixtureArithmetic(
-    exact_weights, exact_mixture_table, exact_channel_means, exact_reweight
+    exact_weights, exact_mixture_table, exact_channel_means, exact_reweight, exact_symbol_sums
 )
 
 
@@ -435,7 +456,7 @@ class DiscretizedLogisticMixtureRGB:
     def push(self, message: Message, symbols: np.ndarray) -> None:
         """Pushes ``(n, 3)`` int symbols in ``0..255`` (channels R, G, B)."""
         rgb = coder_symbols(symbols).reshape(-1, 3)
-        numerators = _push_rows(message, *self._grouped_rows(rgb), _arithmetic(self.exact).table)
+        numerators = _push_rows(message, *self._grouped_rows(rgb), _arithmetic(self.exact))
         if numerators is not None:
             numerators = self._ungrouped(numerators)
         record_push(message, self, symbols, numerators)
@@ -451,7 +472,7 @@ class DiscretizedLogisticMixtureRGB:
             channels = _channel_mixtures(*mixture, symbols[group], arithmetic)  # sees the pops
             for channel, (weights, means) in enumerate(channels):
                 symbols[group, channel] = _pop_rows(
-                    message, weights, means, self.log_scales[group, channel], arithmetic.table
+                    message, weights, means, self.log_scales[group, channel], arithmetic
                 )
         record_pop(message, self, symbols)
         return symbols
@@ -459,8 +480,8 @@ class DiscretizedLogisticMixtureRGB:
     def fixed_point_probabilities(self, symbols: np.ndarray) -> np.ndarray:
         """int64 ``(n, 3)`` probabilities (out of ``2**24``) of ``symbols``."""
         rgb = coder_symbols(symbols).reshape(-1, 3)
-        table_of = _arithmetic(self.exact).table
-        return self._ungrouped(_rows_fixed_point(*self._grouped_rows(rgb), table_of))
+        arithmetic = _arithmetic(self.exact)
+        return self._ungrouped(_rows_fixed_point(*self._grouped_rows(rgb), arithmetic))
 
     def _ungrouped(self, stack_order: np.ndarray) -> np.ndarray:
         """(3n,) values in stack order (group, channel, pixel) → (n, 3) (pixel, channel)."""

@@ -22,6 +22,8 @@ __all__ = [
     "PROBABILITY_BITS",
     "bernoulli_fixed_point",
     "categorical_fixed_point",
+    "categorical_ranges",
+    "range_tables",
     "quantized_gaussian_fixed_point",
     "uniform_fixed_point",
 ]
@@ -56,14 +58,59 @@ def categorical_fixed_point(probabilities: np.ndarray, symbols: np.ndarray) -> n
     n_rows, n_symbols = probabilities.shape
     rows = np.arange(n_rows)
     cumulative = np.cumsum(probabilities, axis=1)  # sequential, like Rust's iterator sum
-    scale = float(_TOTAL - n_symbols) / cumulative[:, -1]
-    right_float = cumulative[rows, symbols]
-    left_float = np.where(symbols > 0, cumulative[rows, np.maximum(symbols - 1, 0)], 0.0)
-    left = _floor_to_int(left_float * scale) + symbols
+    below = np.where(symbols > 0, cumulative[rows, np.maximum(symbols - 1, 0)], 0.0)
+    through = cumulative[rows, symbols]
+    return categorical_ranges(below, through, cumulative[:, -1], symbols, n_symbols)[1]
+
+
+def categorical_ranges(
+    below: np.ndarray, through: np.ndarray, total: np.ndarray, symbols: np.ndarray, n_symbols: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where ``Categorical(perfect=False)`` puts each symbol, from its table's running sums.
+
+    A symbol's range depends on its table only through the sum of the entries before it,
+    the sum through it and the sum of all of them, so it can be found without the table.
+
+    Args:
+        below: float64 ``(n,)`` sums of the entries before each symbol (0 for symbol 0).
+        through: float64 ``(n,)`` sums of the entries up to and including it.
+        total: float64 ``(n,)`` sums of whole rows.
+        symbols: int ``(n,)`` symbols in ``0..n_symbols-1``.
+        n_symbols: the table's width.
+
+    Returns:
+        int64 ``(n,)`` starts and ``(n,)`` numerators: each symbol owns the quantiles
+        ``start .. start + numerator - 1`` of ``2**24``.
+    """
+    scale = float(_TOTAL - n_symbols) / total
+    left = _floor_to_int(below * scale) + symbols
     right = np.where(
-        symbols == n_symbols - 1, _TOTAL, _floor_to_int(right_float * scale) + symbols + 1
+        symbols == n_symbols - 1, _TOTAL, _floor_to_int(through * scale) + symbols + 1
     )
-    return right - left
+    return left, right - left
+
+
+def range_tables(starts: np.ndarray, numerators: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Three-entry tables that code each symbol in exactly its given range.
+
+    ``Categorical(perfect=False)`` gives entry ``i`` of a three-entry table summing to
+    ``2**24 − 3`` the quantiles from ``floor(sum before i) + i`` on (its scale is then
+    exactly 1), so entries ``(start − 1, numerator − 1, rest)`` code entry 1 as
+    ``start .. start + numerator − 1``; a range at either end of ``2**24`` is entry 0
+    or 2 instead. Pushing entry ``index`` with such a table writes the same bits as pushing
+    the symbol with its whole table (`categorical_ranges`): an encoder needs only the two
+    running sums of each symbol, not its table (a decoder still needs the table).
+
+    Returns:
+        float64 ``(n, 3)`` tables and int32 ``(n,)`` entries to push.
+    """
+    ends = starts + numerators
+    index = np.where(starts == 0, 0, np.where(ends == _TOTAL, 2, 1)).astype(np.int32)
+    tables = np.empty((starts.shape[0], 3))
+    tables[:, 0] = np.where(index == 1, starts - 1, np.where(index == 0, numerators - 1, 0))
+    tables[:, 1] = np.where(index == 1, numerators - 1, np.where(index == 2, starts - 2, 0))
+    tables[:, 2] = (_TOTAL - 3) - tables[:, 0] - tables[:, 1]
+    return tables, index
 
 
 def bernoulli_fixed_point(p_one: np.ndarray, symbols: np.ndarray) -> np.ndarray:
