@@ -156,6 +156,13 @@ class Table:
             dense = self._dense[x_fixed.device] = x_fixed.new_tensor(self._table())
         return dense[x_fixed.clamp(self.low, self.high).long()]
 
+    def from_low(self) -> np.ndarray:
+        """The dense table indexed from the grid's start: entry i is f(low + i), i in
+        0 .. high − low (numpy)."""
+        if "from_low" not in self._dense:
+            self._dense["from_low"] = np.roll(self._table(), -self.low)
+        return self._dense["from_low"]
+
     def _table(self) -> np.ndarray:
         """The dense table, indexed by the activation integer itself: entry x for x ≥ 0,
         entry N + x for x < 0 (N its length), as negative indices wrap."""

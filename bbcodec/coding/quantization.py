@@ -23,8 +23,8 @@ __all__ = [
     "bernoulli_fixed_point",
     "categorical_fixed_point",
     "categorical_ranges",
-    "range_tables",
     "quantized_gaussian_fixed_point",
+    "range_tables",
     "uniform_fixed_point",
 ]
 
@@ -84,9 +84,7 @@ def categorical_ranges(
     """
     scale = float(_TOTAL - n_symbols) / total
     left = _floor_to_int(below * scale) + symbols
-    right = np.where(
-        symbols == n_symbols - 1, _TOTAL, _floor_to_int(through * scale) + symbols + 1
-    )
+    right = np.where(symbols == n_symbols - 1, _TOTAL, _floor_to_int(through * scale) + symbols + 1)
     return left, right - left
 
 

@@ -26,6 +26,7 @@ from bbcodec.coding import (
     Message,
     MessageUnderflowError,
     QuantizedGaussian,
+    exact_logistic,
     information_bits,
     logistic_mixture_table,
 )
@@ -678,3 +679,24 @@ def test_exact_push_writes_what_the_whole_tables_write(seed):
     np.testing.assert_array_equal(
         grey.fixed_point_probabilities(values), categorical_fixed_point(table, values)
     )
+
+
+@pytest.mark.parametrize(("n", "m"), [(1, 1), (130, 5), (300, 32)])
+def test_exact_mixture_table_is_the_sum_of_its_sigmoids(n, m):
+    """The blocked table equals its definition, the mixture CDF read through `_sigmoid_at`
+    at every upper bin edge, for parameters far beyond the clamps as well."""
+    rng = np.random.default_rng(n + m)
+    logits, means, log_scales = random_head(rng, n, m)
+    means *= 3
+    log_scales = np.rint(rng.uniform(-9, 9, (n, m)) * fp.ONE)
+    weights = exact_weights(logits)
+    inverse = exact_logistic._inverse_scales(log_scales)
+    cdf = sum(
+        weights[:, k, None]
+        * exact_logistic._sigmoid_at(
+            exact_logistic._UPPER_EDGES, means[:, k, None], inverse[:, k, None]
+        )
+        for k in range(m)
+    )
+    expected = np.diff(cdf, prepend=0.0, append=(weights.sum(axis=1) * 2.0**24)[:, None])
+    np.testing.assert_array_equal(exact_mixture_table(weights, means, log_scales), expected)
