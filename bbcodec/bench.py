@@ -52,7 +52,7 @@ from bbcodec.api import compress_to, decompress_from
 from bbcodec.baselines import BASELINES, BaselineResult, run_baselines
 from bbcodec.codec import CodingSettings, CompressReport, ImageCodec, code_chunks
 from bbcodec.errors import BbcFileError
-from bbcodec.models.data import load_image_runs
+from bbcodec.models.data import image_files, load_image_runs
 from bbcodec.models.evaluate import EvalResult, check_images, evaluate
 from bbcodec.models.tiles import tiled_elbo_terms
 from bbcodec.plan import DEFAULT_MAX_PIXELS, default_workers, plan_coding
@@ -756,12 +756,11 @@ def _bench_photo(
 
 
 def _photo_labels(data: Path, count: int) -> list[str]:
-    """Names of the ``count`` photos read from ``data``: the PNG files of a folder, in
-    order, else the file (``file[i]`` when it holds several)."""
+    """Names of the ``count`` photos read from ``data``: the image files of a folder
+    (PNG, TIFF, PPM/PGM, JPEG-XL, JPEG), in the order they are read, else the file
+    (``file[i]`` when it holds several)."""
     if data.is_dir():
-        labels = sorted(
-            str(f) for f in data.iterdir() if f.suffix.lower() == ".png" and f.is_file()
-        )
+        labels = [str(f) for f in image_files(data)]
     else:
         labels = [str(data)] if count == 1 else [f"{data}[{i}]" for i in range(count)]
     return labels[:count]

@@ -273,7 +273,8 @@ def test_bench_errors_are_one_line(capsys, tmp_path):
 
 
 def test_bench_on_photos_codes_each_its_own_file(capsys, tmp_path):
-    """Images of other sizes than the model's: one file each, per-photo rates and times."""
+    """Images of other sizes than the model's: one file each, per-photo rates and times,
+    named by their files whatever their format (a PNG and a TIFF here)."""
     from PIL import Image
 
     model = tmp_path / "rgb.safetensors"
@@ -287,7 +288,7 @@ def test_bench_on_photos_codes_each_its_own_file(capsys, tmp_path):
     rows, cols = np.mgrid[:19, :23]
     smooth = np.stack([rows * 6, cols * 5, (rows + cols) * 3], -1).astype(np.uint8)
     Image.fromarray(smooth).save(folder / "a.png")
-    Image.fromarray(rng.integers(0, 256, (12, 9, 3), dtype=np.uint8)).save(folder / "b.png")
+    Image.fromarray(rng.integers(0, 256, (12, 9, 3), dtype=np.uint8)).save(folder / "b.tif")
     out = tmp_path / "photos.json"
     code = main(["bench", "--model", str(model), "--data", str(folder), "--json", str(out),
                  "--threads", "1", "-q", "--workers", "2"])  # fmt: skip
@@ -299,7 +300,7 @@ def test_bench_on_photos_codes_each_its_own_file(capsys, tmp_path):
         _record_keys("bench-vlae-cifar10-kodak.json", row=True)
     ]
     assert r["n_images"] == 2 and r["roundtrip_ok"] is True
-    assert [Path(row["image"]).name for row in r["images"]] == ["a.png", "b.png"]
+    assert [Path(row["image"]).name for row in r["images"]] == ["a.png", "b.tif"]
     assert [row["shape"] for row in r["images"]] == [[19, 23, 3], [12, 9, 3]]
     assert r["total_dims"] == 19 * 23 * 3 + 12 * 9 * 3
     for row in r["images"]:
