@@ -110,28 +110,29 @@ def exact_symbol_sums(
     each row's entries before the symbol, through it, and of the whole row — the mixture
     CDF at the symbol's two bin edges (2 edges a component instead of 255), equal to the
     table's running sums exactly (integers below 2**53)."""
-    inverse = _inverse_scales(log_scales_fixed)
-    v = np.asarray(symbols, dtype=np.int64)
-    total = weights.sum(axis=1) * _ONE_FINE
-    edges = np.stack([_LOWER_EDGES[v], _UPPER_EDGES[np.minimum(v, 254)]], axis=1)  # (n, 2)
-    cdf = np.zeros(edges.shape)
-    for k in range(weights.shape[1]):
-        cdf += weights[:, k, None] * _sigmoid_at(
-            edges, means_fixed[:, k, None], inverse[:, k, None]
-        )
-    below = np.where(v == 0, 0.0, cdf[:, 0])
-    through = np.where(v == 255, total, cdf[:, 1])
-    return below, through, total
+    lower, upper = _bin_edge_cdfs(symbols, means_fixed, log_scales_fixed)
+    return (
+        (weights * lower).sum(axis=1),
+        (weights * upper).sum(axis=1),
+        weights.sum(axis=1) * _ONE_FINE,
+    )
 
 
-def _component_masses(values: np.ndarray, means_fixed: np.ndarray, log_scales_fixed: np.ndarray):
-    """(r, m) each component's mass (2**-24 units, at least 1) of each value's bin."""
+def _bin_edge_cdfs(values, means_fixed: np.ndarray, log_scales_fixed: np.ndarray):
+    """(r, m) each component's CDF at each value's lower and upper bin edge (2**-24 units;
+    0 below value 0 and 2**24 above value 255, as in `exact_mixture_table`)."""
     inverse = _inverse_scales(log_scales_fixed)
     v = np.asarray(values, dtype=np.int64)[:, None]
     upper = np.where(
         v == 255, _ONE_FINE, _sigmoid_at(_UPPER_EDGES[np.minimum(v, 254)], means_fixed, inverse)
     )
     lower = np.where(v == 0, 0.0, _sigmoid_at(_LOWER_EDGES[v], means_fixed, inverse))
+    return lower, upper
+
+
+def _component_masses(values: np.ndarray, means_fixed: np.ndarray, log_scales_fixed: np.ndarray):
+    """(r, m) each component's mass (2**-24 units, at least 1) of each value's bin."""
+    lower, upper = _bin_edge_cdfs(values, means_fixed, log_scales_fixed)
     return np.maximum(upper - lower, 1.0)
 
 

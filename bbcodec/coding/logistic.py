@@ -138,10 +138,8 @@ def _push_rows(
     for start in reversed(starts):
         rows = slice(start, start + TABLE_CHUNK_ROWS)
         if arithmetic.symbol_sums is not None:
-            sums = arithmetic.symbol_sums(
-                logit_weights[rows], means[rows], log_scales[rows], symbols[rows]
-            )
-            _, row_numerators = ranges = categorical_ranges(*sums, symbols[rows], N_PIXEL_VALUES)
+            params = logit_weights[rows], means[rows], log_scales[rows]
+            _, row_numerators = ranges = _symbol_ranges(arithmetic, params, symbols[rows])
             table, entries = range_tables(*ranges)
             message.push(entries, _CATEGORICAL, table)
         else:
@@ -151,6 +149,12 @@ def _push_rows(
         if numerators is not None:
             numerators[rows] = row_numerators
     return numerators
+
+
+def _symbol_ranges(arithmetic: MixtureArithmetic, params: tuple, symbols: np.ndarray):
+    """Each symbol's (start, numerator) in its row's table, from ``arithmetic.symbol_sums``
+    without the table (`categorical_ranges`)."""
+    return categorical_ranges(*arithmetic.symbol_sums(*params, symbols), symbols, N_PIXEL_VALUES)
 
 
 def _pop_rows(
@@ -182,8 +186,7 @@ def _rows_fixed_point(
         rows = slice(start, start + TABLE_CHUNK_ROWS)
         params = logit_weights[rows], means[rows], log_scales[rows]
         if arithmetic.symbol_sums is not None:
-            sums = arithmetic.symbol_sums(*params, symbols[rows])
-            chunks.append(categorical_ranges(*sums, symbols[rows], N_PIXEL_VALUES)[1])
+            chunks.append(_symbol_ranges(arithmetic, params, symbols[rows])[1])
         else:
             chunks.append(categorical_fixed_point(arithmetic.table(*params), symbols[rows]))
     return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
