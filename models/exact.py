@@ -16,6 +16,7 @@ layout of `bbcodec.models.heads`, with the same constraints (`clamp_head`).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -187,14 +188,20 @@ class IntegerMadePrior:
         ]
         self.out = ExactAffine.of_layer(prior.out, device, prior.out.mask)
 
+    def conditionals(self, z_fixed: torch.Tensor) -> Gaussian:
+        """p(z_i | z_<i) for every i, (N, D) each: column i the same numbers as ``step(z, i)``
+        (a masked weight is an exact 0, so entries ≥ i add exact zeros to column i)."""
+        h = z_fixed
+        for layer in self.hidden:
+            h = fp.elu(layer.linear(h))
+        return _gaussian(
+            self.out.linear(h), priors.MadePrior.MIN_LOG_STD, priors.MadePrior.MAX_LOG_STD
+        )
+
     def step(self, z_prefix_fixed: torch.Tensor, i: int) -> Gaussian:
         h = z_prefix_fixed.clone()
         h[:, i:] = 0.0
-        for layer in self.hidden:
-            h = fp.elu(layer.linear(h))
-        mean, std = _gaussian(
-            self.out.linear(h), priors.MadePrior.MIN_LOG_STD, priors.MadePrior.MAX_LOG_STD
-        )
+        mean, std = self.conditionals(h)
         return Gaussian(mean[:, i], std[:, i])
 
 
@@ -351,6 +358,22 @@ class IntegerPixelStepper(PixelStepper):
     def _input(self, pixels: torch.Tensor) -> torch.Tensor:
         return pixels_fixed(self.decoder.kind, pixels)
 
+    @torch.no_grad()
+    def raster_rows(self) -> Iterator[torch.Tensor]:
+        """A row-context decoder's parameters of every pixel, one image row at a time,
+        (B, W, P) each, for an encoder whose canvas holds the whole images (`write_all`):
+        the integers ``params(t)`` gives pixel by pixel (exact arithmetic does not depend
+        on how many positions a pass takes), at the cost of one pass per row."""
+        height, width = self.image_hw
+        batch = self.canvas.shape[0]
+        cols = torch.arange(width)
+        for i in range(height):
+            rows = torch.full((width,), i)
+            self._enter_row(i)
+            features = self.features[:, i].flatten(0, 1).to(self.canvas.dtype)
+            hidden = self._local_at(rows, cols) + features + self.row_above.flatten(0, 1)
+            yield self._finish(hidden + self._left_at(rows, cols)).view(batch, width, -1)
+
 
 # ----- the model ----------------------------------------------------------------------------
 
@@ -383,6 +406,12 @@ class IntegerModel:
     def prior_step(self, z_prefix: torch.Tensor, i: int) -> Gaussian:
         """p(z_i | z_<i) for (N, D) latent values on the grid (entries ≥ i ignored)."""
         return self.prior.step(to_fixed(z_prefix.to(self.device)), i)
+
+    @torch.no_grad()
+    def prior_conditionals(self, z: torch.Tensor) -> Gaussian:
+        """p(z_i | z_<i) for every i of (N, D) latent values on the grid, in one pass:
+        the same numbers as ``prior_step`` dimension by dimension (an encoder's shortcut)."""
+        return self.prior.conditionals(to_fixed(z.to(self.device)))
 
     @torch.no_grad()
     def to_features(self, z: torch.Tensor) -> torch.Tensor:

@@ -313,13 +313,23 @@ class PixelStepper:
         if dec.row is None:
             return self._local_params(*at)[:, 0]
         if j == 0:
-            if i > 0:
-                top, side = self.pad
-                row = self.canvas[:, :, top + i - 1, side : side + width]
-                self.row_state = dec.row.next_state(self.row_state, row)
-            self.row_above = self._row_out()
+            self._enter_row(i)
         hidden = self._local_at(*at) + self.features[:, i, j].to(self.canvas.dtype)
         return self._finish(hidden + self.row_above[:, j] + self._left_at(*at))
+
+    def _enter_row(self, i: int) -> None:
+        """Row context: advance the row state past row i − 1 (written) and read it out."""
+        if i > 0:
+            top, side = self.pad
+            row = self.canvas[:, :, top + i - 1, side : side + self.image_hw[1]]
+            self.row_state = self.decoder.row.next_state(self.row_state, row)
+        self.row_above = self._row_out()
+
+    def write_all(self, images: torch.Tensor) -> None:
+        """Record whole images (B, H, W[, 3]) uint8 (an encoder, before its steps)."""
+        height, width = self.image_hw
+        rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+        self.write_at(rows.flatten(), cols.flatten(), images.flatten(1, 2))
 
     def write_at(self, rows: torch.Tensor, cols: torch.Tensor, pixels: torch.Tensor) -> None:
         """Record the values at n positions: (B, n) uint8, or (B, n, 3) for RGB."""

@@ -25,7 +25,7 @@ Grid values are k·Δ with Δ a power of two, so they convert to float32 exactly
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,7 @@ from bbcodec.coding import (
     WindowedQuantizedGaussian,
     all_params_by_steps,
     coder_float64,
+    concat_params,
 )
 from bbcodec.coding import fixed_point as fp
 
@@ -128,9 +129,16 @@ class ModelAdapter:
             g = self.model.prior_step(torch.from_numpy(z).to(self.device), i)
             return GaussianParams(_to_numpy(g.mean), _to_numpy(g.std))
 
+        @torch.no_grad()
+        def all_params(symbols: np.ndarray) -> GaussianParams:  # (D, B): one exact pass
+            z = torch.from_numpy(self.grid.to_values(symbols.T).astype(np.float32))
+            g = self.model.prior_conditionals(z.to(self.device))
+            return GaussianParams(_to_numpy(g.mean.T).ravel(), _to_numpy(g.std.T).ravel())
+
         codec = AutoRegressive(
             lambda p: self._gaussian(p.means, p.stds, self.grid, group_size=batch),
-            all_params_by_steps(step_params), step_params, self.latent_dim, (batch,),
+            all_params if self.exact else all_params_by_steps(step_params),
+            step_params, self.latent_dim, (batch,),
         )  # fmt: skip
         return Relayout(codec, lambda s: s.T, lambda s: np.ascontiguousarray(s.T))
 
@@ -235,10 +243,6 @@ class ModelAdapter:
 
         height, width = self.image_shape[:2]
         step_shape = (batch,) + self.image_shape[2:]
-        codec = AutoRegressive(
-            lambda p: self._pixel_leaf(p, batch),
-            all_params_by_steps(step_params), step_params, height * width, step_shape,
-        )  # fmt: skip
 
         def to_steps(images: np.ndarray) -> np.ndarray:  # (B, H, W[, 3]) → (H·W, B[, 3])
             flat = images.reshape(batch, height * width, *self.image_shape[2:])
@@ -248,6 +252,20 @@ class ModelAdapter:
             images = np.swapaxes(steps, 0, 1).reshape(batch, *self.image_shape)
             return np.ascontiguousarray(images, dtype=np.uint8)
 
+        @torch.no_grad()
+        def all_params(steps: np.ndarray) -> Any:  # exact: a pass per image row
+            stepper = self.model.pixel_stepper(z)
+            stepper.write_all(torch.from_numpy(from_steps(steps)).to(self.device))
+            rows = stepper.raster_rows()  # (B, W, P) each → step-major (W · B, P)
+            return concat_params(
+                [self._pixel_params(p.transpose(0, 1).flatten(0, 1)) for p in rows]
+            )
+
+        codec = AutoRegressive(
+            lambda p: self._pixel_leaf(p, batch),
+            all_params if self.exact else all_params_by_steps(step_params),
+            step_params, height * width, step_shape,
+        )  # fmt: skip
         return Relayout(codec, to_steps, from_steps)
 
 
@@ -260,6 +278,54 @@ def wavefront_positions(
     first_row = max(0, -(-(t - width + 1) // skew))
     rows = torch.arange(first_row, min(height - 1, t // skew) + 1)
     return rows, t - skew * rows
+
+
+#: Most parameter rows (pixels × images) an exact encoder computes in one pass
+#: (`params_in_passes`): about 15 MB per 128 activation channels of float64.
+ENCODER_PASS_ROWS = 16384
+
+Positions = tuple[torch.Tensor, torch.Tensor]
+
+
+def params_in_passes(
+    stepper, steps: Sequence[int], positions: Callable[[int], Positions],
+    breaks: Container[int] = (),
+) -> Iterator[tuple[Positions, torch.Tensor | None]]:  # fmt: skip
+    """An encoder's pixel parameters of many wavefront steps, computed a pass of several
+    steps at a time (exact arithmetic only: its integers do not depend on how many
+    positions a pass takes, so they are what the decoder gets step by step).
+
+    Args:
+        stepper: a pixel stepper whose canvas holds the whole images (``write_all``).
+        steps: the steps, in the order they are coded.
+        positions: ``t → (rows, cols)`` of step t's pixels.
+        breaks: steps that start a new pass: the caller sets latents there, after the
+            earlier steps and before these.
+    Yields:
+        per step, in order: its positions and its (B, n, P) parameters (None if n is 0).
+        A pass is computed when its first step is asked for, with at most
+        `ENCODER_PASS_ROWS` rows unless one step has more.
+    """
+    batch = stepper.canvas.shape[0]
+    steps = list(steps)
+    start = 0
+    while start < len(steps):
+        block = [positions(steps[start])]
+        rows_in_pass = batch * len(block[0][0])
+        for t in steps[start + 1 :]:
+            where = positions(t)
+            if t in breaks or rows_in_pass + batch * len(where[0]) > ENCODER_PASS_ROWS:
+                break
+            block.append(where)
+            rows_in_pass += batch * len(where[0])
+        sizes = [len(rows) for rows, _ in block]
+        params: Sequence[torch.Tensor | None] = [None] * len(block)
+        if rows_in_pass:
+            rows, cols = (torch.cat(parts) for parts in zip(*block))
+            params = stepper.params_at(rows, cols).split(sizes, dim=1)
+        for where, n, step_params in zip(block, sizes, params):
+            yield where, step_params if n else None
+        start += len(block)
 
 
 class Wavefront:
@@ -282,23 +348,22 @@ class Wavefront:
         self.skew = adapter.model.decoder.local.half_width + 1
         self.n_steps = self.width + self.skew * (self.height - 1)
 
-    def _codec(self, stepper, t: int) -> tuple[Codec, torch.Tensor, torch.Tensor]:
-        rows, cols = wavefront_positions(self.height, self.width, self.skew, t)
-        params = stepper.params_at(rows, cols)  # (B, n, P) → position-major (n · B, P)
-        return self.adapter.pixel_codec(params.transpose(0, 1).flatten(0, 1)), rows, cols
+    def _positions(self, t: int) -> Positions:
+        return wavefront_positions(self.height, self.width, self.skew, t)
+
+    def _codec(self, params: torch.Tensor) -> Codec:
+        """A step's codec from its (B, n, P) parameters (position-major: (n · B, P))."""
+        return self.adapter.pixel_codec(params.transpose(0, 1).flatten(0, 1))
 
     def push(self, message: Message, images: np.ndarray) -> None:
-        """Pushes (B, H, W[, 3]) uint8 images."""
+        """Pushes (B, H, W[, 3]) uint8 images, last step first, their parameters computed
+        a few steps at a time (`params_in_passes`)."""
         stepper = self.adapter.model.pixel_stepper(self.z)
-        everything = torch.from_numpy(np.ascontiguousarray(images)).to(self.adapter.device)
-        rows, cols = torch.meshgrid(
-            torch.arange(self.height), torch.arange(self.width), indexing="ij"
-        )
-        stepper.write_at(rows.flatten(), cols.flatten(), everything.flatten(1, 2))
-        for t in reversed(range(self.n_steps)):
-            codec, rows, cols = self._codec(stepper, t)
+        stepper.write_all(torch.from_numpy(np.ascontiguousarray(images)).to(self.adapter.device))
+        steps = reversed(range(self.n_steps))
+        for (rows, cols), params in params_in_passes(stepper, steps, self._positions):
             pixels = np.swapaxes(images[:, rows.numpy(), cols.numpy()], 0, 1)  # (n, B[, 3])
-            codec.push(message, pixels.reshape(-1, *pixels.shape[2:]))
+            self._codec(params).push(message, pixels.reshape(-1, *pixels.shape[2:]))
 
     def pop(self, message: Message) -> np.ndarray:
         """Pops (B, H, W[, 3]) uint8 images."""
@@ -306,10 +371,9 @@ class Wavefront:
         batch = self.z.shape[0]
         images = np.zeros((batch, *self.adapter.image_shape), dtype=np.uint8)
         for t in range(self.n_steps):
-            codec, rows, cols = self._codec(stepper, t)
-            popped = (
-                codec.pop(message).astype(np.uint8).reshape(len(rows), batch, *images.shape[3:])
-            )
+            rows, cols = self._positions(t)
+            popped = self._codec(stepper.params_at(rows, cols)).pop(message).astype(np.uint8)
+            popped = popped.reshape(len(rows), batch, *images.shape[3:])
             pixels = np.ascontiguousarray(np.swapaxes(popped, 0, 1))  # (B, n[, 3])
             images[:, rows.numpy(), cols.numpy()] = pixels
             stepper.write_at(rows, cols, torch.from_numpy(pixels).to(self.adapter.device))

@@ -44,12 +44,12 @@ import dataclasses
 import math
 import mmap
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
-from bbcodec.codec.adapter import ModelAdapter
+from bbcodec.codec.adapter import ModelAdapter, Positions, params_in_passes
 from bbcodec.codec.batched import MAX_DIRECT, Coded
 from bbcodec.coding import Message, MessageUnderflowError
 from bbcodec.errors import DecodeError, ImageKindError
@@ -194,6 +194,20 @@ class TiledImage:
     def _pixel_codec(self, rows: torch.Tensor, cols: torch.Tensor):
         return self.adapter.pixel_codec(self.stepper.params_at(rows, cols)[0])
 
+    def _encoder_steps(self) -> Iterator[tuple[Positions, torch.Tensor | None]]:
+        """Each step's positions and (1, n, P) pixel parameters (None if n is 0), last step
+        first, each computed when asked for: on the exact path in passes of many steps
+        that end where the encoder pops latents (`params_in_passes`); on the float path a
+        step at a time, as the decoder computes them."""
+        steps = reversed(range(self.plan.n_steps))
+        positions = self.plan.positions
+        if self.adapter.exact:
+            return params_in_passes(self.stepper, steps, positions, breaks=self.ends)
+        return (
+            (where, self.stepper.params_at(*where) if len(where[0]) else None)
+            for where in map(positions, steps)
+        )
+
     # ----- the two directions -----------------------------------------------------------
     def direct_tiles(self, n_direct: int) -> set[int]:
         """The tiles of the first ``n_direct`` groups the encoder reaches (ends, last first)."""
@@ -241,11 +255,8 @@ class TiledImage:
         """
         a = self.adapter
         self._frontier.clear()  # an encoder that restarts writes every tile again
-        everything = torch.from_numpy(np.array(image)).to(a.device)  # a writable copy
-        rows, cols = torch.meshgrid(
-            torch.arange(self.shape[0]), torch.arange(self.shape[1]), indexing="ij"
-        )
-        self.stepper.write_at(rows.flatten(), cols.flatten(), everything.flatten(0, 1)[None])
+        self.stepper.write_all(torch.from_numpy(np.array(image)[None]).to(a.device))
+        pixel_steps = self._encoder_steps()
         direct: set[int] = set()
         n_direct = group = 0
         for t in reversed(range(self.plan.n_steps)):
@@ -267,9 +278,10 @@ class TiledImage:
                     direct.update(ending)
                     n_direct += 1
                 group += 1
-            rows, cols = self.plan.positions(t)
-            if len(rows):  # a step is empty only in images narrower than the skew
-                self._pixel_codec(rows, cols).push(message, image[rows.numpy(), cols.numpy()])
+            (rows, cols), params = next(pixel_steps)
+            if params is not None:  # a step is empty only in images narrower than the skew
+                pixels = image[rows.numpy(), cols.numpy()]
+                a.pixel_codec(params[0]).push(message, pixels)
             starting = self.starts.get(t)
             if starting:
                 self._push_latents(message, starting, direct)

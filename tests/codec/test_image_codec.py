@@ -612,24 +612,31 @@ def test_encoder_and_decoder_hand_the_coder_bit_identical_parameters(monkeypatch
 
     n_batches = len(rate.batch_sizes)
     # A local decoder codes a wavefront of pixels per step (exact path), the encoder's steps
-    # last first; a full-context one raster pixels, the encoder's in order.
+    # last first; a full-context one raster pixels, the encoder's a row at a time, in order.
+    # The encoder computes a prior's conditionals in one pass, the decoder one per dimension.
     height, width = config.image_hw
     wavefront = config.row_context is False
     skew = codec.adapter.model.decoder.local.half_width + 1
     pixel_steps = width + skew * (height - 1) if wavefront else height * width
-    steps = {"pixel": pixel_steps, "prior": config.total_latent_dim, "posterior": 1}
+    calls = {  # kind: (encoder calls, decoder calls) per batch
+        "pixel": (pixel_steps if wavefront else height, pixel_steps),
+        "prior": (1, config.total_latent_dim),
+        "posterior": (1, 1),
+    }
     compared = 0
-    for kind_of_params, per_batch in steps.items():
-        encoder = recorder.by_batch("encoder", kind_of_params, per_batch, n_batches)
-        decoder = recorder.by_batch("decoder", kind_of_params, per_batch, n_batches)[::-1]
-        for batch, enc_calls, dec_calls in zip(rate.batch_sizes, encoder, decoder, strict=True):
+    for kind_of_params, (per_encoder_batch, per_decoder_batch) in calls.items():
+        encoder = recorder.by_batch("encoder", kind_of_params, per_encoder_batch, n_batches)
+        decoder = recorder.by_batch("decoder", kind_of_params, per_decoder_batch, n_batches)
+        for batch, enc_calls, dec_calls in zip(
+            rate.batch_sizes, encoder, decoder[::-1], strict=True
+        ):
             if kind_of_params == "pixel" and wavefront:
                 enc_calls = enc_calls[::-1]
-            for enc_arrays, dec_arrays in zip(enc_calls, dec_calls, strict=True):
-                for enc, dec in zip(enc_arrays, dec_arrays, strict=True):
-                    assert enc.shape == dec.shape and enc.shape[0] % batch == 0
-                    assert np.array_equal(enc, dec), kind_of_params  # bit for bit
-                    compared += 1
+            for enc, dec in zip(zip(*enc_calls), zip(*dec_calls), strict=True):
+                enc, dec = np.concatenate(enc), np.concatenate(dec)
+                assert enc.shape == dec.shape and enc.shape[0] % batch == 0
+                assert np.array_equal(enc, dec), kind_of_params  # bit for bit
+                compared += 1
     assert compared > 0
 
 

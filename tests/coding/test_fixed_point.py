@@ -442,6 +442,37 @@ def test_integer_model_is_the_float_models_twin(family, kind):
         twin.prior_step(z + 2.0**-14, 1)
 
 
+@pytest.mark.parametrize(("family", "kind"), [("vlae", "rgb"), ("delta-vae", "grey")])
+def test_one_pass_shortcuts_give_the_step_integers(family, kind):
+    """What an encoder computes in one pass — the prior's conditionals, a row-context
+    decoder's rows, a local decoder's many positions — is what a decoder gets step by
+    step, integer for integer."""
+    model = random_model(tiny_config(family, kind), seed=4)
+    with torch.no_grad():
+        for p in model.coding_prior.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    twin = IntegerModel(model)
+    x = torch.from_numpy(random_images(model.config, 3, seed=4))
+    z = torch.round(twin.posterior(x).mean * 256) / 256
+    every = twin.prior_conditionals(z)
+    for i in range(z.shape[1]):
+        step = twin.prior_step(z, i)
+        assert torch.equal(every.mean[:, i], step.mean) and torch.equal(every.std[:, i], step.std)
+    height, width = model.config.image_hw
+    whole = twin.pixel_stepper(z)
+    whole.write_all(x)
+    if model.decoder.row is not None:
+        at_once = torch.stack(list(whole.raster_rows()), 1).flatten(1, 2)  # (B, H·W, P)
+    else:
+        rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+        at_once = whole.params_at(rows.flatten(), cols.flatten())
+    stepper = twin.pixel_stepper(z)
+    flat = x.reshape(3, height * width, *x.shape[3:])
+    for t in range(height * width):
+        assert torch.equal(stepper.params(t), at_once[:, t])
+        stepper.write(t, flat[:, t])
+
+
 # ----- ExactGaussian -----------------------------------------------------------------------
 
 GRIDS = {"fine": LatentGrid(2.0**-8, 8192), "coarse": LatentGrid(0.25, 40)}
