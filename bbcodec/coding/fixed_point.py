@@ -154,7 +154,7 @@ class Table:
         dense = self._dense.get(x_fixed.device)
         if dense is None:
             dense = self._dense[x_fixed.device] = x_fixed.new_tensor(self._table())
-        return dense[x_fixed.clamp(self.low, self.high).long()]
+        return dense.take(x_fixed.clamp(self.low, self.high).long())
 
     def from_low(self) -> np.ndarray:
         """The dense table indexed from the grid's start: entry i is f(low + i), i in
