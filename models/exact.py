@@ -15,10 +15,12 @@ layout of `bbcodec.models.heads`, with the same constraints (`clamp_head`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -83,9 +85,18 @@ class ExactAffine:
         weight = layer.weight if mask is None else layer.weight * mask
         return cls.of(weight, layer.bias, out_dim, device)
 
-    def linear(self, x_fixed: torch.Tensor) -> torch.Tensor:
-        """(..., in) → (..., out)."""
+    def linear(self, x_fixed: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """(..., in) → (..., out), torch or numpy (the same integers)."""
+        if isinstance(x_fixed, np.ndarray):
+            weight, bias = self.numpy_weights
+            return fp.floor_shift(x_fixed @ weight.T + bias, self.shift)
         return fp.floor_shift(F.linear(x_fixed, self.weight, self.bias), self.shift)
+
+    @functools.cached_property
+    def numpy_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """The weight and bias as numpy arrays (for small layers, where numpy's per-call
+        cost is a fraction of torch's)."""
+        return self.weight.cpu().numpy(), self.bias.cpu().numpy()
 
     def conv1d(self, x_fixed: torch.Tensor, padding: int = 0) -> torch.Tensor:
         """(N, in, L) → (N, out, L')."""
@@ -115,8 +126,10 @@ def pixels_fixed(kind: str, x: torch.Tensor) -> torch.Tensor:
     return fixed.permute(0, 3, 1, 2) if kind == "rgb" else fixed.unsqueeze(1)
 
 
-def _gaussian(out_fixed: torch.Tensor, min_log_std: float, max_log_std: float) -> Gaussian:
-    mean, log_std = out_fixed.chunk(2, dim=-1)
+def _gaussian(out_fixed, min_log_std: float, max_log_std: float) -> Gaussian:
+    """Head outputs (..., 2D) activation integers, torch or numpy → exact Gaussian."""
+    half = out_fixed.shape[-1] // 2
+    mean, log_std = out_fixed[..., :half], out_fixed[..., half:]
     std = fp.std_from_log(log_std, int(min_log_std), int(max_log_std))
     return Gaussian(fp.from_fixed(mean), std)
 
@@ -179,8 +192,10 @@ class IntegerAntiCausalEncoder:
 
 
 class IntegerMadePrior:
-    """`bbcodec.models.priors.MadePrior` in exact arithmetic; ``step`` runs the full pass
-    on the prefix (later entries zeroed) and reads column i, as the float prior does."""
+    """`bbcodec.models.priors.MadePrior` in exact arithmetic, on numpy arrays (a decoder
+    steps it once per latent dimension on a few rows, where torch's per-call cost would
+    dominate); ``step`` runs the full pass on the prefix (later entries zeroed) and reads
+    column i, as the float prior does."""
 
     def __init__(self, prior: priors.MadePrior, device):
         self.hidden = [
@@ -188,7 +203,7 @@ class IntegerMadePrior:
         ]
         self.out = ExactAffine.of_layer(prior.out, device, prior.out.mask)
 
-    def conditionals(self, z_fixed: torch.Tensor) -> Gaussian:
+    def conditionals(self, z_fixed: np.ndarray) -> Gaussian:
         """p(z_i | z_<i) for every i, (N, D) each: column i the same numbers as ``step(z, i)``
         (a masked weight is an exact 0, so entries ≥ i add exact zeros to column i)."""
         h = z_fixed
@@ -198,8 +213,8 @@ class IntegerMadePrior:
             self.out.linear(h), priors.MadePrior.MIN_LOG_STD, priors.MadePrior.MAX_LOG_STD
         )
 
-    def step(self, z_prefix_fixed: torch.Tensor, i: int) -> Gaussian:
-        h = z_prefix_fixed.clone()
+    def step(self, z_prefix_fixed: np.ndarray, i: int) -> Gaussian:
+        h = z_prefix_fixed.copy()
         h[:, i:] = 0.0
         mean, std = self.conditionals(h)
         return Gaussian(mean[:, i], std[:, i])
@@ -238,13 +253,15 @@ class IntegerLatentToFeatures:
         return h.permute(0, 2, 3, 1).contiguous()
 
 
-def to_fixed(values: torch.Tensor) -> torch.Tensor:
+def to_fixed(values: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
     """Values that are multiples of 2**-FRAC_BITS (latent grid points with a step of at
-    least that) → activation integers. Raises ValueError for any other value."""
-    fixed = values.to(DTYPE) * fp.ONE
-    if not torch.equal(fixed, torch.round(fixed)):
+    least that) → activation integers, torch or numpy as given. Raises ValueError for any
+    other value."""
+    as_float64 = values.astype(np.float64) if isinstance(values, np.ndarray) else values.to(DTYPE)
+    fixed = as_float64 * fp.ONE
+    if not bool((fixed == fixed.round()).all()):
         raise ValueError(f"latent values must be multiples of 2**-{fp.FRAC_BITS}")
-    return fixed.clamp_(-fp.ACTIVATION_BOUND, fp.ACTIVATION_BOUND)
+    return fixed.clip(-fp.ACTIVATION_BOUND, fp.ACTIVATION_BOUND)
 
 
 # ----- the pixel decoder ------------------------------------------------------------------
@@ -378,6 +395,11 @@ class IntegerPixelStepper(PixelStepper):
 # ----- the model ----------------------------------------------------------------------------
 
 
+def _as_torch(g: Gaussian) -> Gaussian:
+    """A numpy Gaussian as CPU tensors (no copy)."""
+    return Gaussian(torch.from_numpy(g.mean), torch.from_numpy(g.std))
+
+
 class IntegerModel:
     """The integer twin of a `LatentVariableModel`, with its coding interface.
 
@@ -393,7 +415,7 @@ class IntegerModel:
             self.encoder = IntegerConvEncoder(model.encoder, device)
         else:
             self.encoder = IntegerAntiCausalEncoder(model.encoder, device)
-        self.prior = IntegerMadePrior(model.coding_prior, device)
+        self.prior = IntegerMadePrior(model.coding_prior, "cpu")  # numpy: see the class
         self.features = IntegerLatentToFeatures(model.to_features, device)
         self.decoder = IntegerPixelDecoder(model.decoder, device)
 
@@ -405,13 +427,13 @@ class IntegerModel:
     @torch.no_grad()
     def prior_step(self, z_prefix: torch.Tensor, i: int) -> Gaussian:
         """p(z_i | z_<i) for (N, D) latent values on the grid (entries ≥ i ignored)."""
-        return self.prior.step(to_fixed(z_prefix.to(self.device)), i)
+        return _as_torch(self.prior.step(to_fixed(z_prefix.cpu().numpy()), i))
 
     @torch.no_grad()
     def prior_conditionals(self, z: torch.Tensor) -> Gaussian:
         """p(z_i | z_<i) for every i of (N, D) latent values on the grid, in one pass:
         the same numbers as ``prior_step`` dimension by dimension (an encoder's shortcut)."""
-        return self.prior.conditionals(to_fixed(z.to(self.device)))
+        return _as_torch(self.prior.conditionals(to_fixed(z.cpu().numpy())))
 
     @torch.no_grad()
     def to_features(self, z: torch.Tensor) -> torch.Tensor:
