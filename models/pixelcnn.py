@@ -19,7 +19,9 @@ contents, as the decoder, so the parameters handed to the entropy coder are bit-
 by construction. The all-at-once path (`PixelDecoder.forward`, convolutions over the whole
 image) is used for training and for the ELBO; it equals the step path to float rounding
 (tested), not bit for bit. A step costs a few small matrix products on a (B, ·) batch —
-never a full-image pass.
+never a full-image pass. The integer twin's stepper (`bbcodec.models.exact`) gives the
+same integers however many positions a call takes, so there the encoder takes many steps
+per call (``params_at`` on many positions, ``raster_rows``).
 """
 
 from __future__ import annotations

@@ -12,14 +12,16 @@ bits-back coding needs, for a batch of B images of shape (H, W) or (H, W, 3):
 
 Latent symbols are (B, D) int32 grid indices; images are (B, H, W[, 3]) uint8.
 
-Determinism (`docs/design.md`, *Determinism*): both autoregressive codecs get their parameters from the model's
-*step* functions on both sides — the encoder runs them on the true prefix
-(`all_params_by_steps`), the decoder on the prefix it has decoded — with the same batch
-shape, so the numbers handed to constriction are the same on both sides by construction.
-With ``exact=True`` (the default) they come from the model's integer twin
+Determinism (`docs/design.md`, *Determinism*): with ``exact=True`` (the default) every
+number handed to constriction comes from the model's integer twin
 (`bbcodec.models.exact.IntegerModel`) and exact tables (`ExactGaussian`, the mixtures'
-exact arithmetic), so they are also the same on every machine and device; with
-``exact=False`` from the float model and constriction's Gaussian (files of format 2).
+exact arithmetic), the same on every machine and device and however many steps one pass
+computes — so the encoder, which knows every symbol, computes the prior's conditionals in
+one pass and the pixels' parameters many steps per pass (`params_in_passes`), while the
+decoder steps. With ``exact=False`` (files of format 2) the float model and
+constriction's Gaussian: both sides then run the model's *step* functions — the encoder
+on the true prefix (`all_params_by_steps`), the decoder on the prefix it has decoded —
+with the same batch shape, so the floats are the same by construction on one machine.
 Grid values are k·Δ with Δ a power of two, so they convert to float32 exactly.
 """
 

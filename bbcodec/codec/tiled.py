@@ -28,7 +28,9 @@ any ``(H, W)`` as follows.
 Determinism: every tile's feature map is computed alone (batch of one), priors and
 posteriors are computed for the same groups of tiles on both sides, and a pixel step
 reads the canvas only at the positions it may see (`PixelStepper`), so both sides hand
-constriction the same floats.
+constriction the same floats. On the exact path the encoder computes the pixels of all
+the steps between two of its latent pops in one pass (`params_in_passes`): the same
+integers as the decoder's step-by-step ones.
 
 Memory: a tile's feature map is written when its latent is known and handed back to the
 system once its last pixel is coded (`TiledImage._release`), so only the tiles the
