@@ -137,6 +137,9 @@ version. Its headers hold the whole sha256 of the weights and of each chunk's pi
   than it are cut into bands, one chunk record per band (*Bands*, above). Files without
   the key are read as before; a reader older than the key refuses a file that has it
   ("unknown setting key index 11: file from a newer bbcodec?") instead of misreading it.
+- 3 with ``pixel_bins`` (key 12, added the same way): 8-bit pixels coded in two stages,
+  a bin of ``256 / pixel_bins`` values, then the value in it
+  (`bbcodec.coding.logistic`); absent, each pixel value is one 256-way symbol.
 
 Example:
     >>> import numpy as np
@@ -243,6 +246,7 @@ SETTINGS_KEYS = (
     "direct_latent_stds",
     "arithmetic",
     "band_rows",
+    "pixel_bins",
 )
 
 _MODEL_CODE_OF = {model_id: code for code, model_id in MODEL_CODES.items()}

@@ -54,6 +54,7 @@ from bbcodec.cli.args import (
     setup_torch,
     sub,
 )
+from bbcodec.coding.logistic import PIXEL_BINS
 from bbcodec.errors import BbcFileError, DecodeError, ImageKindError, SizeLimitError, UsageError
 from bbcodec.plan import DEFAULT_MAX_BATCH, MAX_AUTO_CHUNK_IMAGES, describe_default_models
 
@@ -163,6 +164,11 @@ def _add_compress(subparsers, common) -> None:
                    help="cut a photo into bands of N rows, each decodable alone and coded by "
                    "its own worker (a multiple of the model's tile height; default 256 rows "
                    "or the nearest such multiple below; 0: one band)")  # fmt: skip
+    p.add_argument("--pixel-bins", type=int, choices=PIXEL_BINS, default=1, metavar="B",
+                   help="code each 8-bit value as one symbol of 256 (1, the default) or in two "
+                   "stages, its bin of 256/B values and then the value in it (16): the same "
+                   "rate, decoding up to 1.6 times faster; a bbcodec older than this "
+                   "option refuses such files")  # fmt: skip
     p.add_argument(
         "-v", "--verbose", action="store_true",
         help="per image: model bits (−ELBO estimate), bits written, difference",
@@ -204,6 +210,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     settings = CodingSettings(
         max_batch=args.max_batch, chunk_images=plan.chunk_images, seed=args.seed,
         device=args.device, torch_threads=plan.torch_threads, band_rows=plan.band_rows,
+        pixel_bins=args.pixel_bins,
     )  # fmt: skip
     with (
         _atomic_file(out, args.force) as f,

@@ -88,8 +88,9 @@ def compress_dataset(args: argparse.Namespace) -> int:
     from bbcodec.codec import CodingSettings
 
     settings = CodingSettings(
-        max_batch=args.max_batch, chunk_images=args.chunk_images, seed=args.seed
-    )
+        max_batch=args.max_batch, chunk_images=args.chunk_images, seed=args.seed,
+        pixel_bins=args.pixel_bins,
+    )  # fmt: skip
     plan = plan_dataset(
         args.inputs[0], args.output, args.model, shard_images=args.shard_images or
         DEFAULT_SHARD_IMAGES, settings=settings, split=args.split, max_pixels=args.max_pixels,

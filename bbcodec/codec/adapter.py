@@ -88,17 +88,20 @@ class ModelAdapter:
         window_stds: the posterior's window in standard deviations (``None``: the grid).
         direct_stds: the step of a directly coded latent, in prior standard deviations.
         exact: code with the model's integer twin and exact tables (portable files).
+        pixel_bins: 8-bit pixels' first-stage bins (1: one 256-way table; 16: a bin of
+            16 values, then the value in it; exact only).
     """
 
     def __init__(
         self, model, grid: LatentGrid, device: str = "cpu", window_stds: float | None = None,
-        direct_stds: float = 3.0, exact: bool = True,
+        direct_stds: float = 3.0, exact: bool = True, pixel_bins: int = 1,
     ):  # fmt: skip
         from bbcodec.models.exact import IntegerModel
 
         model = model.to(device).eval()
         self.model = IntegerModel(model, device) if exact else model
         self.exact = exact
+        self.pixel_bins = pixel_bins
         self.grid = grid
         self.window_stds = window_stds
         self.direct_stds = direct_stds
@@ -198,9 +201,10 @@ class ModelAdapter:
     def _pixel_leaf(self, params: Any, batch: int) -> Codec:
         if self.kind == "binary":
             return Bernoulli(params)
+        how = {"group_size": batch, "exact": self.exact, "pixel_bins": self.pixel_bins}
         if self.kind == "grey":
-            return DiscretizedLogisticMixture(*params, exact=self.exact)
-        return DiscretizedLogisticMixtureRGB(*params, group_size=batch, exact=self.exact)
+            return DiscretizedLogisticMixture(*params, **how)
+        return DiscretizedLogisticMixtureRGB(*params, **how)
 
     def _pixel_params(self, raw: torch.Tensor) -> Any:
         """(B, P) head parameters → the leaf's parameter container (float64; activation

@@ -19,14 +19,20 @@ floor of a correctly rounded quotient); channel means add ``c·x`` as integers.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from bbcodec.coding import fixed_point as fp
 
 __all__ = [
+    "StageSums",
+    "exact_bin_table",
     "exact_channel_means",
     "exact_mixture_table",
+    "exact_offset_table",
     "exact_reweight",
+    "exact_stage_sums",
     "exact_symbol_sums",
     "exact_weights",
 ]
@@ -116,6 +122,88 @@ def exact_symbol_sums(
         (weights * upper).sum(axis=1),
         weights.sum(axis=1) * _ONE_FINE,
     )
+
+
+def _mixture_cdf(weights, means_fixed, inverse_scales, values: np.ndarray) -> np.ndarray:
+    """(n, e) mixture CDF Σ_k w_k σ_k at the upper bin edges of (n, e) ``values`` in
+    −1 … 255 (2**-24 units, integers): 0 for −1, Σ_k w_k · 2**24 for 255 — the running
+    sums of `exact_mixture_table`'s rows, through each value."""
+    sigmoids = _sigmoid_at(
+        _UPPER_EDGES[np.clip(values, 0, 254)][:, None, :],
+        means_fixed[:, :, None],
+        inverse_scales[:, :, None],
+    )
+    cdf = (weights[:, :, None] * sigmoids).sum(axis=1)
+    total = weights.sum(axis=1, keepdims=True) * _ONE_FINE
+    return np.where(values < 0, 0.0, np.where(values > 254, total, cdf))
+
+
+def exact_bin_table(
+    weights: np.ndarray, means_fixed: np.ndarray, log_scales_fixed: np.ndarray, bin_values: int
+) -> np.ndarray:
+    """(n, 256 / bin_values) masses of the bins of ``bin_values`` consecutive values
+    (integers, 2**-24 units): the first stage of a two-stage code."""
+    ends = np.arange(bin_values - 1, 256, bin_values)  # each bin's last value
+    inverse = _inverse_scales(log_scales_fixed)
+    cdf = _mixture_cdf(
+        weights, means_fixed, inverse, np.broadcast_to(ends, (len(weights), len(ends)))
+    )
+    return np.diff(cdf, axis=1, prepend=0.0)
+
+
+def exact_offset_table(
+    weights: np.ndarray,
+    means_fixed: np.ndarray,
+    log_scales_fixed: np.ndarray,
+    bins: np.ndarray,
+    bin_values: int,
+) -> np.ndarray:
+    """(n, bin_values) masses of the values of each row's bin (integers, 2**-24 units):
+    the second stage. A bin of mass 0 (possible where every component is saturated
+    across it; the first stage still gives it the coder's least probability) takes equal
+    masses of 1."""
+    values = np.asarray(bins, dtype=np.int64)[:, None] * bin_values + np.arange(-1, bin_values)
+    cdf = _mixture_cdf(weights, means_fixed, _inverse_scales(log_scales_fixed), values)
+    masses = np.diff(cdf, axis=1)
+    masses[cdf[:, -1] == cdf[:, 0]] = 1.0
+    return masses
+
+
+class StageSums(NamedTuple):
+    """What an encoder needs of the two stages' table rows for its symbols: each
+    stage's symbol and the running sums of its row before and through it, and of the
+    whole row (as `exact_symbol_sums` gives them for a one-stage table)."""
+
+    bins: np.ndarray
+    bin_sums: tuple[np.ndarray, np.ndarray, np.ndarray]
+    offsets: np.ndarray
+    offset_sums: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def exact_stage_sums(
+    weights: np.ndarray,
+    means_fixed: np.ndarray,
+    log_scales_fixed: np.ndarray,
+    symbols: np.ndarray,
+    bin_values: int,
+) -> StageSums:
+    """`exact_bin_table` and `exact_offset_table`'s running sums at (n,) symbols, from the
+    mixture CDF at four values a row instead of the tables (the same integers)."""
+    v = np.asarray(symbols, dtype=np.int64)
+    bins, offsets = np.divmod(v, bin_values)
+    start = bins * bin_values - 1
+    values = np.stack([start, v - 1, v, start + bin_values], axis=1)
+    cdf = _mixture_cdf(weights, means_fixed, _inverse_scales(log_scales_fixed), values)
+    before, below, through, end = cdf.T
+    total = weights.sum(axis=1) * _ONE_FINE
+    in_bin = end - before
+    empty = in_bin == 0
+    offset_sums = (
+        np.where(empty, offsets, below - before),
+        np.where(empty, offsets + 1, through - before),
+        np.where(empty, bin_values, in_bin),
+    )
+    return StageSums(bins, (before, end, total), offsets, offset_sums)
 
 
 def _bin_edge_cdfs(values, means_fixed: np.ndarray, log_scales_fixed: np.ndarray):

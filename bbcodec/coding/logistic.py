@@ -33,19 +33,28 @@ import constriction
 import numpy as np
 
 from bbcodec.coding.exact_logistic import (
+    exact_bin_table,
     exact_channel_means,
     exact_mixture_table,
+    exact_offset_table,
     exact_reweight,
+    exact_stage_sums,
     exact_symbol_sums,
     exact_weights,
 )
 from bbcodec.coding.handover import coder_float64
 from bbcodec.coding.leaves import coder_symbols, record_pop, record_push
 from bbcodec.coding.message import Message
-from bbcodec.coding.quantization import categorical_fixed_point, categorical_ranges, range_tables
+from bbcodec.coding.quantization import (
+    PROBABILITY_BITS,
+    categorical_fixed_point,
+    categorical_ranges,
+    range_tables,
+)
 
 __all__ = [
     "N_PIXEL_VALUES",
+    "PIXEL_BINS",
     "TABLE_CHUNK_ROWS",
     "DiscretizedLogisticMixture",
     "DiscretizedLogisticMixtureRGB",
@@ -123,21 +132,27 @@ def _push_rows(
     means: np.ndarray,
     log_scales: np.ndarray,
     arithmetic: MixtureArithmetic,
+    block_rows: int | None = None,
 ) -> np.ndarray | None:
-    """Pushes 1-D int32 symbols row by row, chunks last-first (= one encode_reverse call).
+    """Pushes 1-D int32 symbols row by row, chunks last-first (= one encode_reverse call):
+    what `_pop_rows` pops, called on consecutive blocks of ``block_rows`` rows (None: one
+    block of all; two stages pop a chunk's bins, then its offsets, so the chunks must be
+    the decoder's).
 
     With exact arithmetic each symbol is pushed with a three-entry table that codes it in
     the range its whole table gives it (`range_tables`): the same bits, without the tables.
 
-    Returns the symbols' fixed-point probabilities (int64, 1-D) if the message has an
+    Returns the symbols' fixed-point probabilities (float64, 1-D) if the message has an
     information meter, else None.
     """
     metered = message.meter is not None
-    numerators = np.empty(symbols.size, np.int64) if metered else None
-    starts = range(0, symbols.size, TABLE_CHUNK_ROWS)
-    for start in reversed(starts):
-        rows = slice(start, start + TABLE_CHUNK_ROWS)
-        if arithmetic.symbol_sums is not None:
+    numerators = np.empty(symbols.size, np.float64) if metered else None
+    block = block_rows or max(symbols.size, 1)
+    for rows in reversed(list(_chunks(symbols.size, block))):
+        if arithmetic.bin_values:
+            params = logit_weights[rows], means[rows], log_scales[rows]
+            row_numerators = _push_two_stages(message, arithmetic, params, symbols[rows])
+        elif arithmetic.symbol_sums is not None:
             params = logit_weights[rows], means[rows], log_scales[rows]
             _, row_numerators = ranges = _symbol_ranges(arithmetic, params, symbols[rows])
             table, entries = range_tables(*ranges)
@@ -149,6 +164,42 @@ def _push_rows(
         if numerators is not None:
             numerators[rows] = row_numerators
     return numerators
+
+
+def _chunks(n_rows: int, block_rows: int) -> Iterator[slice]:
+    """The rows of each table built at once: blocks of ``block_rows``, each cut into
+    chunks of at most `TABLE_CHUNK_ROWS`."""
+    for block in range(0, n_rows, block_rows):
+        end = min(block + block_rows, n_rows)
+        for start in range(block, end, TABLE_CHUNK_ROWS):
+            yield slice(start, min(start + TABLE_CHUNK_ROWS, end))
+
+
+def _two_stage_ranges(arithmetic: MixtureArithmetic, params: tuple, symbols: np.ndarray):
+    """Each symbol's bin and offset ranges ((start, numerator) each) in the two stages'
+    tables (`exact_stage_sums`), and the bins and offsets."""
+    n_values = arithmetic.bin_values
+    sums = exact_stage_sums(*params, symbols, n_values)
+    first = categorical_ranges(*sums.bin_sums, sums.bins, N_PIXEL_VALUES // n_values)
+    second = categorical_ranges(*sums.offset_sums, sums.offsets, n_values)
+    return first, second
+
+
+def _push_two_stages(
+    message: Message, arithmetic: MixtureArithmetic, params: tuple, symbols: np.ndarray
+) -> np.ndarray:
+    """Pushes symbols as offsets, then bins (a decoder pops bins first), each with
+    three-entry tables (`range_tables`); returns their probabilities × 2**24 (floats)."""
+    first, second = _two_stage_ranges(arithmetic, params, symbols)
+    for starts, numerators in (second, first):
+        table, entries = range_tables(starts, numerators)
+        message.push(entries, _CATEGORICAL, table)
+    return _stages_numerator(first[1], second[1])
+
+
+def _stages_numerator(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Two stages' fixed-point probabilities as one, × 2**24 (float64; may be below 1)."""
+    return first * (second / float(1 << PROBABILITY_BITS))
 
 
 def _symbol_ranges(arithmetic: MixtureArithmetic, params: tuple, symbols: np.ndarray):
@@ -163,13 +214,21 @@ def _pop_rows(
     means: np.ndarray,
     log_scales: np.ndarray,
     arithmetic: MixtureArithmetic,
+    block_rows: int | None = None,
 ) -> np.ndarray:
-    """Pops one symbol per parameter row, chunks in order; returns 1-D int32."""
+    """Pops one symbol per parameter row, in blocks of ``block_rows`` rows (None: one
+    block) cut into chunks, in order; returns 1-D int32."""
     chunks = []
-    for start in range(0, logit_weights.shape[0], TABLE_CHUNK_ROWS):
-        rows = slice(start, start + TABLE_CHUNK_ROWS)
-        table = arithmetic.table(logit_weights[rows], means[rows], log_scales[rows])
-        chunks.append(message.pop(_CATEGORICAL, table))
+    n_values = arithmetic.bin_values
+    n_rows = logit_weights.shape[0]
+    for rows in _chunks(n_rows, block_rows or max(n_rows, 1)):
+        params = logit_weights[rows], means[rows], log_scales[rows]
+        if n_values:
+            bins = message.pop(_CATEGORICAL, exact_bin_table(*params, n_values))
+            offsets = message.pop(_CATEGORICAL, exact_offset_table(*params, bins, n_values))
+            chunks.append((bins * n_values + offsets).astype(np.int32))
+        else:
+            chunks.append(message.pop(_CATEGORICAL, arithmetic.table(*params)))
     return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int32)
 
 
@@ -185,7 +244,10 @@ def _rows_fixed_point(
     for start in range(0, symbols.size, TABLE_CHUNK_ROWS):
         rows = slice(start, start + TABLE_CHUNK_ROWS)
         params = logit_weights[rows], means[rows], log_scales[rows]
-        if arithmetic.symbol_sums is not None:
+        if arithmetic.bin_values:
+            first, second = _two_stage_ranges(arithmetic, params, symbols[rows])
+            chunks.append(_stages_numerator(first[1], second[1]))
+        elif arithmetic.symbol_sums is not None:
             chunks.append(_symbol_ranges(arithmetic, params, symbols[rows])[1])
         else:
             chunks.append(categorical_fixed_point(arithmetic.table(*params), symbols[rows]))
@@ -216,12 +278,20 @@ class DiscretizedLogisticMixture:
         log_scales: float ``(n, m)`` log component scales.
         exact: the three are the integer twin's activation integers, and the tables are
             built exactly (`bbcodec.coding.exact_logistic`).
+        pixel_bins: 1: each symbol with its 256-way table; 16 (exact only): its bin of 16
+            values, then its offset in the bin (`MixtureArithmetic.bin_values`).
+        group_size: symbols per group, popped one group at a time (with two stages a
+            group's bins, then its offsets): pass the symbols per autoregressive step, so
+            a codec built on all steps' parameters pushes what the steps' codecs pop;
+            ``None``: one group of all.
     """
 
     logit_weights: np.ndarray
     means: np.ndarray
     log_scales: np.ndarray
     exact: bool = False
+    pixel_bins: int = 1
+    group_size: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("logit_weights", "means", "log_scales"):
@@ -230,7 +300,12 @@ class DiscretizedLogisticMixture:
             self.logit_weights.shape == self.means.shape == self.log_scales.shape
         ):
             raise ValueError("logit_weights, means and log_scales must all be (n, m)")
-        arithmetic = _arithmetic(self.exact)
+        n = self.logit_weights.shape[0]
+        group_size = n if self.group_size is None else self.group_size
+        if n and (group_size < 1 or n % group_size):
+            raise ValueError(f"group_size {group_size} must be >= 1 and divide n = {n}")
+        object.__setattr__(self, "group_size", group_size)
+        arithmetic = _arithmetic(self.exact, self.pixel_bins)
         object.__setattr__(self, "_arithmetic", arithmetic)
         object.__setattr__(self, "_weights", arithmetic.weights(self.logit_weights))
 
@@ -239,12 +314,13 @@ class DiscretizedLogisticMixture:
 
     def push(self, message: Message, symbols: np.ndarray) -> None:
         """Pushes ``(n,)`` int symbols in ``0..255``."""
-        numerators = _push_rows(message, coder_symbols(symbols), *self._rows())
+        symbols_ = coder_symbols(symbols)
+        numerators = _push_rows(message, symbols_, *self._rows(), self.group_size)
         record_push(message, self, symbols, numerators)
 
     def pop(self, message: Message) -> np.ndarray:
-        """Pops ``(n,)`` int32 symbols."""
-        symbols = _pop_rows(message, *self._rows())
+        """Pops ``(n,)`` int32 symbols, group by group."""
+        symbols = _pop_rows(message, *self._rows(), self.group_size)
         record_pop(message, self, symbols)
         return symbols
 
@@ -316,6 +392,9 @@ class MixtureArithmetic(NamedTuple):
         symbol_sums: (weights, means, log_scales, symbols) → the running sums of each
             table row before and through its symbol, and of the whole row (None: read
             off the table).
+        bin_values: 0: a symbol is coded with its 256-way table; else (exact only) in two
+            stages, its bin of this many values, then its offset in the bin
+            (`exact_bin_table`, `exact_offset_table`): tables of a few entries each.
     """
 
     weights: Callable
@@ -323,6 +402,7 @@ class MixtureArithmetic(NamedTuple):
     channel_means: Callable
     reweight: Callable
     symbol_sums: Callable | None = None
+    bin_values: int = 0
 
 
 FLOAT_ARITHMETIC = MixtureArithmetic(
@@ -335,8 +415,19 @@ EXACT_ARITHMETIC = MixtureArithmetic(
 )
 
 
-def _arithmetic(exact: bool) -> MixtureArithmetic:
-    return EXACT_ARITHMETIC if exact else FLOAT_ARITHMETIC
+#: Numbers of first-stage bins a mixture may be coded with (1: one 256-way stage).
+PIXEL_BINS = (1, 16)
+
+
+def _arithmetic(exact: bool, pixel_bins: int = 1) -> MixtureArithmetic:
+    """The arithmetic of a leaf; ``pixel_bins`` > 1 (exact only) codes in two stages."""
+    if pixel_bins not in PIXEL_BINS:
+        raise ValueError(f"pixel_bins must be one of {PIXEL_BINS}, got {pixel_bins!r}")
+    if pixel_bins == 1:
+        return EXACT_ARITHMETIC if exact else FLOAT_ARITHMETIC
+    if not exact:
+        raise ValueError("two-stage pixel coding (pixel_bins > 1) needs exact arithmetic")
+    return EXACT_ARITHMETIC._replace(bin_values=N_PIXEL_VALUES // pixel_bins)
 
 
 def _channel_mixtures(
@@ -413,6 +504,7 @@ class DiscretizedLogisticMixtureRGB:
         group_size: Pixels per group; ``None`` means one group of all ``n`` pixels.
         exact: the parameters are the integer twin's activation integers, and the tables
             are built exactly (`bbcodec.coding.exact_logistic`).
+        pixel_bins: as `DiscretizedLogisticMixture`'s.
     """
 
     logit_weights: np.ndarray
@@ -421,6 +513,7 @@ class DiscretizedLogisticMixtureRGB:
     coeffs: np.ndarray
     group_size: int | None = None
     exact: bool = False
+    pixel_bins: int = 1
 
     def __post_init__(self) -> None:
         for name in ("logit_weights", "means", "log_scales", "coeffs"):
@@ -432,10 +525,11 @@ class DiscretizedLogisticMixtureRGB:
         if group_size < 1 or n % group_size:
             raise ValueError(f"group_size {group_size} must be >= 1 and divide n = {n}")
         object.__setattr__(self, "group_size", group_size)
+        object.__setattr__(self, "_arithmetic", _arithmetic(self.exact, self.pixel_bins))
 
     def _grouped_rows(self, symbols: np.ndarray) -> tuple[np.ndarray, ...]:
         """Symbols and row parameters of all pixels, in stack order (group, channel, pixel)."""
-        arithmetic = _arithmetic(self.exact)
+        arithmetic = self._arithmetic
         mixtures = _channel_mixtures(*self._mixture, symbols, arithmetic)
         weights, means = zip(*mixtures, strict=True)
         n = self.logit_weights.shape[0]
@@ -459,7 +553,8 @@ class DiscretizedLogisticMixtureRGB:
     def push(self, message: Message, symbols: np.ndarray) -> None:
         """Pushes ``(n, 3)`` int symbols in ``0..255`` (channels R, G, B)."""
         rgb = coder_symbols(symbols).reshape(-1, 3)
-        numerators = _push_rows(message, *self._grouped_rows(rgb), _arithmetic(self.exact))
+        rows = self._grouped_rows(rgb)
+        numerators = _push_rows(message, *rows, self._arithmetic, self.group_size)
         if numerators is not None:
             numerators = self._ungrouped(numerators)
         record_push(message, self, symbols, numerators)
@@ -471,7 +566,7 @@ class DiscretizedLogisticMixtureRGB:
         for start in range(0, n, self.group_size):
             group = slice(start, start + self.group_size)
             mixture = tuple(array[group] for array in self._mixture)
-            arithmetic = _arithmetic(self.exact)
+            arithmetic = self._arithmetic
             channels = _channel_mixtures(*mixture, symbols[group], arithmetic)  # sees the pops
             for channel, (weights, means) in enumerate(channels):
                 symbols[group, channel] = _pop_rows(
@@ -483,7 +578,7 @@ class DiscretizedLogisticMixtureRGB:
     def fixed_point_probabilities(self, symbols: np.ndarray) -> np.ndarray:
         """int64 ``(n, 3)`` probabilities (out of ``2**24``) of ``symbols``."""
         rgb = coder_symbols(symbols).reshape(-1, 3)
-        arithmetic = _arithmetic(self.exact)
+        arithmetic = self._arithmetic
         return self._ungrouped(_rows_fixed_point(*self._grouped_rows(rgb), arithmetic))
 
     def _ungrouped(self, stack_order: np.ndarray) -> np.ndarray:

@@ -184,6 +184,17 @@ def test_other_kinds_round_trip_through_pngs(capsys, config):
     assert np.array_equal(load_images("out"), images)
 
 
+def test_two_stage_pixels_are_recorded_and_decode(capsys):
+    weights = _weights(RGB, "model")
+    images = np.random.default_rng(2).integers(0, 256, (3, *RGB.image_hw, 3), dtype=np.uint8)
+    _compress(capsys, _npy("x.npy", images), "-o", "x.bbc", "--model", str(weights),
+              "--pixel-bins", "16")  # fmt: skip
+    with open("x.bbc", "rb") as f:
+        assert ContainerReader(f).header.settings == {"pixel_bins": 16}
+    _decompress(capsys, "x.bbc", "-o", "y.npy", "--model", str(weights))
+    assert np.array_equal(np.load("y.npy"), images)
+
+
 def test_inputs_are_concatenated_in_argument_order(capsys, binary_model):
     a, b, c = _bits(3, seed=1), _bits(4, seed=2), _bits(2, seed=3)
     _png_folder("pngs", b, "1")

@@ -59,6 +59,9 @@ CONFIG = tiny_config("vlae", "binary")
         ({"grid_step_log2": 0, "grid_bound": 7}, "the latent grid needs at least 8 points"),
         ({"device": "gpu"}, "device must be cpu, cuda or cuda:N, got 'gpu'"),
         ({"device": None}, "device must be cpu, cuda or cuda:N, got None"),
+        ({"pixel_bins": 8}, "pixel_bins must be one of 1, 16, got 8"),
+        ({"pixel_bins": True}, "pixel_bins must be one of 1, 16, got True"),
+        ({"pixel_bins": 16, "arithmetic": "float"}, "pixel_bins other than 1 needs exact"),
     ],
 )
 def test_bad_settings_are_usage_errors_and_bad_file_settings_decode_errors(values, message):
@@ -72,7 +75,8 @@ def test_bad_settings_are_usage_errors_and_bad_file_settings_decode_errors(value
 
 def test_good_settings_and_the_file_forms_still_work():
     for values in ({}, {"device": "cuda:1", "chunk_images": 1, "max_batch": 65536},
-                   {"grid_step_log2": -4, "grid_bound": 8, "seed": 2**63 - 1}):  # fmt: skip
+                   {"grid_step_log2": -4, "grid_bound": 8, "seed": 2**63 - 1},
+                   {"pixel_bins": 16}):  # fmt: skip
         settings = CodingSettings(**values)
         for n_images in (1, 10):
             recorded = settings.file_dict(n_images)  # what a format-3 file holds

@@ -86,6 +86,15 @@ def test_round_trip_exact_any_size(kind, hw, initial_bits):
     np.testing.assert_array_equal(decoded[0], image)
 
 
+def test_a_photo_round_trips_with_two_stage_pixels():
+    config = tiny_config("vlae", "rgb")
+    image = _image("rgb", (13, 21), seed=5)
+    settings = CodingSettings(pixel_bins=16)
+    chunk, _ = ImageCodec(random_model(config), settings).encode_chunk(image[None])
+    decoded = ImageCodec(random_model(config), settings).decode_chunk(chunk, shape=image.shape)
+    np.testing.assert_array_equal(decoded[0], image)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_small_size_round_trips_with_a_wide_neighbourhood(kind):
     """Images narrower than the wavefront's skew (1 to 3 pixels wide for a 7×7

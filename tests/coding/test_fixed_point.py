@@ -731,3 +731,92 @@ def test_exact_mixture_table_is_the_sum_of_its_sigmoids(n, m):
     )
     expected = np.diff(cdf, prepend=0.0, append=(weights.sum(axis=1) * 2.0**24)[:, None])
     np.testing.assert_array_equal(exact_mixture_table(weights, means, log_scales), expected)
+
+
+# ----- two-stage pixels (pixel_bins=16) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_two_stage_tables_are_the_whole_table_in_bins(seed):
+    """A bin's mass is the sum of its values' entries of the one-stage table, and its
+    offset table those entries themselves (ones for a bin of mass 0); the encoder's running
+    sums are the tables' (`exact_stage_sums`), for parameters far beyond the clamps too."""
+    rng = np.random.default_rng(90 + seed)
+    n, m = 400, int(rng.integers(1, 11))
+    logits, means, log_scales = random_head(rng, n, m)
+    means *= 3
+    log_scales = np.rint(rng.uniform(-9, 3, (n, m)) * fp.ONE)
+    weights = exact_weights(logits)
+    whole = exact_mixture_table(weights, means, log_scales)
+    bins = exact_logistic.exact_bin_table(weights, means, log_scales, 16)
+    np.testing.assert_array_equal(bins, whole.reshape(n, 16, 16).sum(axis=2))
+    values = rng.integers(0, 256, n)
+    values[:4] = [0, 255, 15, 16]
+    chosen = values // 16
+    offsets = exact_logistic.exact_offset_table(weights, means, log_scales, chosen, 16)
+    in_bin = whole.reshape(n, 16, 16)[np.arange(n), chosen]
+    empty = in_bin.sum(axis=1) == 0
+    assert empty.any() and not empty.all()  # both cases are checked
+    np.testing.assert_array_equal(offsets, np.where(empty[:, None], 1.0, in_bin))
+    sums = exact_logistic.exact_stage_sums(weights, means, log_scales, values, 16)
+    np.testing.assert_array_equal(sums.bins, chosen)
+    np.testing.assert_array_equal(sums.offsets, values % 16)
+    for table, symbols, (below, through, total) in (
+        (bins, sums.bins, sums.bin_sums),
+        (offsets, sums.offsets, sums.offset_sums),
+    ):
+        running = np.cumsum(table, axis=1)
+        rows = np.arange(n)
+        np.testing.assert_array_equal(through, running[rows, symbols])
+        np.testing.assert_array_equal(below, through - table[rows, symbols])
+        np.testing.assert_array_equal(total, running[:, -1])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_two_stage_codecs_round_trip_and_meter_what_they_spend(seed):
+    """Grey and RGB leaves with pixel_bins=16: round trips that restore the message, the
+    bits near the information content, and a leaf on several groups' parameters pushes
+    what the groups' own leaves pop (as an autoregressive codec needs)."""
+    rng = np.random.default_rng(120 + seed)
+    m, group_size = int(rng.integers(1, 6)), int(rng.integers(1, 5))
+    n = group_size * int(rng.integers(1, 8))
+    head = random_head(rng, n, m)
+    values = rng.integers(0, 256, n)
+    grey = DiscretizedLogisticMixture(*head, exact=True, pixel_bins=16, group_size=group_size)
+    check_codec(grey, values, Message.seeded(seed, 4))
+    check_codec(grey, grey.pop(Message.seeded(seed, 400)), Message.seeded(seed, 4))
+    logits, means, log_scales = random_head(rng, n, m, channels=3)
+    coeffs = np.rint(rng.uniform(-1, 1, (n, 3, m)) * fp.ONE)
+    rgb_head = (logits, means, log_scales, coeffs)
+    rgb = DiscretizedLogisticMixtureRGB(*rgb_head, group_size, exact=True, pixel_bins=16)
+    pixels = rng.integers(0, 256, (n, 3))
+    check_codec(rgb, pixels, Message.seeded(seed, 4))
+    for leaf, symbols in ((grey, values), (rgb, pixels)):
+        message = Message.seeded(seed, 2)
+        start_bits = message.num_bits()
+        leaf.push(message, symbols)
+        information = information_bits(leaf, symbols)
+        assert information - 2 <= message.num_bits() - start_bits <= information + 8
+
+        together = Message.seeded(seed, 4)
+        leaf.push(together, symbols)
+        for start in range(0, n, group_size):
+            rows = slice(start, start + group_size)
+            if leaf is grey:
+                part = DiscretizedLogisticMixture(
+                    *(a[rows] for a in head), exact=True, pixel_bins=16
+                )
+            else:
+                part = DiscretizedLogisticMixtureRGB(
+                    *(a[rows] for a in rgb_head), exact=True, pixel_bins=16
+                )
+            np.testing.assert_array_equal(part.pop(together), symbols[rows])
+        assert together == Message.seeded(seed, 4)
+
+
+def test_two_stage_needs_exact_arithmetic_and_known_bins():
+    head = random_head(np.random.default_rng(0), 4, 2)
+    with pytest.raises(ValueError, match="exact"):
+        DiscretizedLogisticMixture(*head, pixel_bins=16)
+    with pytest.raises(ValueError, match="pixel_bins"):
+        DiscretizedLogisticMixture(*head, exact=True, pixel_bins=8)
