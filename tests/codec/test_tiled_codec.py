@@ -86,6 +86,29 @@ def test_round_trip_exact_any_size(kind, hw, initial_bits):
     np.testing.assert_array_equal(decoded[0], image)
 
 
+def test_the_tiled_elbo_in_strips_is_the_one_pass_elbo(monkeypatch):
+    """The pixel network runs over strips of whole tile rows (bounded memory) and gives
+    what one pass over the image gives, to float rounding."""
+    config = tiny_config("vlae", "rgb")
+    model = random_model(config)
+    image = _image("rgb", (37, 29), seed=3)
+    heights = []
+    forward = type(model.decoder).forward
+
+    def recording(decoder, x, features):
+        heights.append(x.shape[1])
+        return forward(decoder, x, features)
+
+    monkeypatch.setattr(type(model.decoder), "forward", recording)
+    terms = []
+    for strip_pixels in (10**9, 1):  # one pass; one tile row (8 rows) a strip
+        torch.manual_seed(0)
+        terms.append(tiled_elbo_terms(model, image, strip_pixels=strip_pixels))
+    reach = model.decoder.local.rows_above
+    assert heights[0] == 37 and max(heights[1:]) <= 8 + reach and len(heights) == 1 + 5
+    np.testing.assert_allclose(terms[1], terms[0], rtol=1e-6)
+
+
 def test_a_photo_round_trips_with_two_stage_pixels():
     config = tiny_config("vlae", "rgb")
     image = _image("rgb", (13, 21), seed=5)
