@@ -39,7 +39,7 @@ def padded_tiles(image: np.ndarray, boxes: list[Box], tile_h: int, tile_w: int) 
 #: Pixels of the strip of whole tile rows the pixel network runs over at once in
 #: `tiled_elbo_terms` (the photo models take about 3 KB a pixel there), so its memory is
 #: bounded whatever the size of the photo.
-ELBO_STRIP_PIXELS = 1 << 17
+ELBO_STRIP_PIXELS = 1 << 16
 
 
 @torch.no_grad()
