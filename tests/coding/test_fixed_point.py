@@ -653,41 +653,44 @@ def test_exact_mixture_tables_are_integer_and_match_the_float_tables(m):
         exact_weights(np.zeros((2, 33)))
 
 
+@pytest.mark.parametrize("pixel_bins", [1, 16])
 @pytest.mark.parametrize("seed", range(3))
-def test_exact_mixture_codecs_round_trip(seed):
+def test_exact_mixture_codecs_round_trip(seed, pixel_bins):
+    """Grey and RGB leaves, one stage or two (a bin of 16 values, then the value): round
+    trips that restore the message, the bits near the information content, and a leaf on
+    several groups' parameters pushes what the groups' own leaves pop (as an
+    autoregressive codec needs)."""
     rng = np.random.default_rng(40 + seed)
-    n, m = int(rng.integers(1, 40)), int(rng.integers(1, 6))
-    grey = DiscretizedLogisticMixture(*random_head(rng, n, m), exact=True)
+    m, group_size = int(rng.integers(1, 6)), int(rng.integers(1, 5))
+    n = group_size * int(rng.integers(1, 8))
+    how = {"exact": True, "pixel_bins": pixel_bins}
+    grey_head = random_head(rng, n, m)
     values = rng.integers(0, 256, n)
     values[:2] = [0, 255][: min(n, 2)]
-    check_codec(grey, values, Message.seeded(seed, 4))
-    popped = grey.pop(Message.seeded(seed, 400))
-    check_codec(grey, popped, Message.seeded(seed, 4))
+    logits, means, log_scales = random_head(rng, n, m, channels=3)
+    rgb_head = (logits, means, log_scales, np.rint(rng.uniform(-1, 1, (n, 3, m)) * fp.ONE))
+    pixels = rng.integers(0, 256, (n, 3))
+    for leaf_type, head, symbols in (
+        (DiscretizedLogisticMixture, grey_head, values),
+        (DiscretizedLogisticMixtureRGB, rgb_head, pixels),
+    ):
+        leaf = leaf_type(*head, group_size=group_size, **how)
+        check_codec(leaf, symbols, Message.seeded(seed, 4))
+        check_codec(leaf, leaf.pop(Message.seeded(seed, 400)), Message.seeded(seed, 4))
+        message = Message.seeded(seed, 2)
+        start_bits = message.num_bits()
+        leaf.push(message, symbols)
+        information = information_bits(leaf, symbols)
+        assert information - 2 <= message.num_bits() - start_bits <= information + 8
 
-    group_size = int(rng.integers(1, 5))
-    n_rgb = group_size * int(rng.integers(1, 8))
-    logits, means, log_scales = random_head(rng, n_rgb, m, channels=3)
-    coeffs = np.rint(rng.uniform(-1, 1, (n_rgb, 3, m)) * fp.ONE)
-    rgb = DiscretizedLogisticMixtureRGB(logits, means, log_scales, coeffs, group_size, exact=True)
-    pixels = rng.integers(0, 256, (n_rgb, 3))
-    check_codec(rgb, pixels, Message.seeded(seed, 4))
-    check_codec(rgb, rgb.pop(Message.seeded(seed, 400)), Message.seeded(seed, 4))
-    message = Message.seeded(seed, 2)
-    start_bits = message.num_bits()
-    rgb.push(message, pixels)
-    information = information_bits(rgb, pixels)
-    assert information - 2 <= message.num_bits() - start_bits <= information + 8
-
-    # one group at a time, popped in order, is the whole codec's push
-    together = Message.seeded(seed, 4)
-    rgb.push(together, pixels)
-    for start in range(0, n_rgb, group_size):
-        rows = slice(start, start + group_size)
-        group = DiscretizedLogisticMixtureRGB(
-            logits[rows], means[rows], log_scales[rows], coeffs[rows], exact=True
-        )
-        np.testing.assert_array_equal(group.pop(together), pixels[rows])
-    assert together == Message.seeded(seed, 4)
+        # one group at a time, popped in order, is the whole codec's push
+        together = Message.seeded(seed, 4)
+        leaf.push(together, symbols)
+        for start in range(0, n, group_size):
+            rows = slice(start, start + group_size)
+            group = leaf_type(*(array[rows] for array in head), **how)
+            np.testing.assert_array_equal(group.pop(together), symbols[rows])
+        assert together == Message.seeded(seed, 4)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -770,48 +773,6 @@ def test_two_stage_tables_are_the_whole_table_in_bins(seed):
         np.testing.assert_array_equal(through, running[rows, symbols])
         np.testing.assert_array_equal(below, through - table[rows, symbols])
         np.testing.assert_array_equal(total, running[:, -1])
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_two_stage_codecs_round_trip_and_meter_what_they_spend(seed):
-    """Grey and RGB leaves with pixel_bins=16: round trips that restore the message, the
-    bits near the information content, and a leaf on several groups' parameters pushes
-    what the groups' own leaves pop (as an autoregressive codec needs)."""
-    rng = np.random.default_rng(120 + seed)
-    m, group_size = int(rng.integers(1, 6)), int(rng.integers(1, 5))
-    n = group_size * int(rng.integers(1, 8))
-    head = random_head(rng, n, m)
-    values = rng.integers(0, 256, n)
-    grey = DiscretizedLogisticMixture(*head, exact=True, pixel_bins=16, group_size=group_size)
-    check_codec(grey, values, Message.seeded(seed, 4))
-    check_codec(grey, grey.pop(Message.seeded(seed, 400)), Message.seeded(seed, 4))
-    logits, means, log_scales = random_head(rng, n, m, channels=3)
-    coeffs = np.rint(rng.uniform(-1, 1, (n, 3, m)) * fp.ONE)
-    rgb_head = (logits, means, log_scales, coeffs)
-    rgb = DiscretizedLogisticMixtureRGB(*rgb_head, group_size, exact=True, pixel_bins=16)
-    pixels = rng.integers(0, 256, (n, 3))
-    check_codec(rgb, pixels, Message.seeded(seed, 4))
-    for leaf, symbols in ((grey, values), (rgb, pixels)):
-        message = Message.seeded(seed, 2)
-        start_bits = message.num_bits()
-        leaf.push(message, symbols)
-        information = information_bits(leaf, symbols)
-        assert information - 2 <= message.num_bits() - start_bits <= information + 8
-
-        together = Message.seeded(seed, 4)
-        leaf.push(together, symbols)
-        for start in range(0, n, group_size):
-            rows = slice(start, start + group_size)
-            if leaf is grey:
-                part = DiscretizedLogisticMixture(
-                    *(a[rows] for a in head), exact=True, pixel_bins=16
-                )
-            else:
-                part = DiscretizedLogisticMixtureRGB(
-                    *(a[rows] for a in rgb_head), exact=True, pixel_bins=16
-                )
-            np.testing.assert_array_equal(part.pop(together), symbols[rows])
-        assert together == Message.seeded(seed, 4)
 
 
 def test_two_stage_needs_exact_arithmetic_and_known_bins():
