@@ -573,6 +573,7 @@ class BenchOptions:
         max_pixels: the largest image the data may hold (`bbcodec.plan.DEFAULT_MAX_PIXELS`).
         per_file: a dataset is coded one file per image (`bench_per_file`), not in one
             file; photos are one file each either way.
+        pixel_bins: `CodingSettings.pixel_bins`.
     """
 
     chunk_images: int | None = None
@@ -583,6 +584,7 @@ class BenchOptions:
     progress: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     per_file: bool = False
+    pixel_bins: int = 1
 
 
 def bench_dataset(
@@ -614,7 +616,7 @@ def bench_dataset(
     overrides = {"max_batch": options.max_batch} if options.max_batch is not None else {}
     settings = CodingSettings(
         chunk_images=plan.chunk_images, seed=options.seed, device=device,
-        torch_threads=plan.torch_threads, **overrides,
+        torch_threads=plan.torch_threads, pixel_bins=options.pixel_bins, **overrides,
     )  # fmt: skip
     trip = round_trip(
         images, model, _header_name(model_name), settings, plan.workers, options.progress
@@ -696,8 +698,9 @@ def _each_its_own_file(
         options.device, torch.get_num_threads(),
     )  # fmt: skip
     settings = CodingSettings(
-        seed=options.seed, device=options.device, torch_threads=plan.torch_threads
-    )
+        seed=options.seed, device=options.device, torch_threads=plan.torch_threads,
+        pixel_bins=options.pixel_bins,
+    )  # fmt: skip
     results = code_chunks(model, settings, plan.workers, job, tasks)
     with contextlib.closing(results):
         bar = tqdm(results, desc="files", total=len(images), disable=not options.progress)

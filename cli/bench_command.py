@@ -31,6 +31,7 @@ from bbcodec.cli.args import (
     sub,
     write_json,
 )
+from bbcodec.coding.logistic import PIXEL_BINS
 from bbcodec.errors import UsageError
 from bbcodec.plan import MAX_AUTO_CHUNK_IMAGES, MAX_BATCH_LIMIT
 
@@ -101,6 +102,10 @@ def _add_bench(subparsers, common) -> None:
         help=WORKERS_HELP + "; photos: one photo per worker at a time (default: one per "
         "core); --per-file: one file per worker at a time (default: 1)",
     )
+    p.add_argument("--pixel-bins", type=int, choices=PIXEL_BINS, default=1, metavar="B",
+                   help="code 8-bit values as one symbol of 256 (1, the default) or in two "
+                   "stages, a bin of 256/B values and the value in it (16), as compress "
+                   "--pixel-bins")  # fmt: skip
     add_max_pixels(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_bench)
@@ -144,7 +149,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     options = BenchOptions(
         chunk_images=args.chunk_images, workers=args.workers, max_batch=args.max_batch,
         seed=args.seed, device=args.device, progress=not args.quiet,
-        max_pixels=args.max_pixels, per_file=args.per_file,
+        max_pixels=args.max_pixels, per_file=args.per_file, pixel_bins=args.pixel_bins,
     )  # fmt: skip
     check_png_sizes(Path(args.data), args.max_pixels)  # before any PNG is decoded
     with pillow_unlimited():  # sizes checked: no raw DecompressionBombWarning

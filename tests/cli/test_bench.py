@@ -222,6 +222,19 @@ def test_bench_writes_json_with_every_figure_and_a_plot(capsys, tmp_path):
     assert "bits/dim" in stdout and "roundtrip  ok" in stdout and "jpegxl" in stdout
 
 
+def test_bench_codes_with_two_stage_pixels_when_asked(capsys, tmp_path):
+    grey = dataclasses.replace(TINY_8, kind="grey")
+    model = _tiny(tmp_path, grey)
+    data = tmp_path / "grey.npy"
+    np.save(data, np.random.default_rng(0).integers(0, 256, (5, 8, 8), dtype=np.uint8))
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--model", str(model), "--data", str(data), "--json", str(out),
+                 "--pixel-bins", "16", "-q"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    record = json.loads(out.read_text())
+    assert record["roundtrip_ok"] is True and record["coding_settings"]["pixel_bins"] == 16
+
+
 def test_bench_default_plot_name_and_explicit_plot(capsys, tmp_path):
     model = _tiny(tmp_path, TINY_8)
     data = tmp_path / "bits.npy"
