@@ -340,6 +340,7 @@ def test_exact_affine_linear_is_integer_arithmetic(seed):
     x = random_activations(rng, (5, 3, layer.in_features))
     expected = py_rescale_array(as_int64(x) @ w.T + b, affine.shift)
     np.testing.assert_array_equal(affine.linear(x).numpy(), expected)
+    np.testing.assert_array_equal(affine.linear(x.numpy()), expected)  # numpy in, numpy out
 
 
 @pytest.mark.parametrize("seed", range(4))
