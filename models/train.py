@@ -270,10 +270,13 @@ def torchrun_processes(device: str) -> Iterator[Process]:
         raise UsageError(f"this torch has no {backend} backend: training on several processes "
                          f"with --device {device.split(':')[0]} needs it")  # fmt: skip
     dist.init_process_group(backend, device_id=torch.device(device) if backend == "nccl" else None)
-    try:
-        yield Process(device, dist.get_rank(), dist.get_world_size())
-    finally:
-        dist.destroy_process_group()
+    yield Process(device, dist.get_rank(), dist.get_world_size())
+    # Torn down only after every process is done: a process that tears the group down while
+    # another still talks to it (rank 0 writing the run's files) could abort (gloo, on a
+    # loaded machine). After an error the group goes with the process, and torchrun stops
+    # the others.
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def _rank_and_world_size() -> tuple[int, int]:
