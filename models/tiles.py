@@ -71,19 +71,21 @@ def tiled_elbo_terms(
     z = torch.cat(latents)
     x = torch.from_numpy(np.array(image))[None].to(device)  # a copy: the input may be read-only
     decoder = model.decoder
-    reach = height if decoder.row is not None else decoder.local.rows_above
-    strip_rows = tile_h * max(1, strip_pixels // (tile_h * width))
-    if decoder.row is not None:
-        strip_rows = height  # the full causal past: one pass over the image
+    if decoder.row is not None:  # the full causal past: one pass over the image
+        strip_rows, reach = height, 0
+    else:
+        strip_rows = tile_h * max(1, strip_pixels // (tile_h * width))
+        reach = decoder.local.rows_above
+    per_tile_row = -(-width // tile_w)  # boxes are row-major
     recon = 0.0
     for r0 in range(0, height, strip_rows):
         r1, top = min(r0 + strip_rows, height), max(0, r0 - reach)
         features = torch.zeros(1, r1 - top, width, config.channels, device=device)
-        inside = [i for i, box in enumerate(boxes) if r0 <= box[0] < r1]
-        for start in range(0, len(inside), batch_tiles):
-            rows = inside[start : start + batch_tiles]
-            tile_features = model.to_features(z[rows])
-            for feature, (b0, b1, c0, c1) in zip(tile_features, (boxes[i] for i in rows)):
+        first, last = r0 // tile_h * per_tile_row, -(-r1 // tile_h) * per_tile_row
+        for start in range(first, last, batch_tiles):
+            stop = min(start + batch_tiles, last)
+            tile_features = model.to_features(z[start:stop])
+            for feature, (b0, b1, c0, c1) in zip(tile_features, boxes[start:stop]):
                 features[0, b0 - top : b1 - top, c0:c1] = feature[: b1 - b0, : c1 - c0]
         params = decoder(x[:, top:r1], features)[:, r0 - top :]
         recon -= float(heads.log_prob(config.kind, x[:, r0:r1], params, config.n_mixtures).sum())

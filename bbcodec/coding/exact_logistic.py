@@ -116,12 +116,10 @@ def exact_symbol_sums(
     each row's entries before the symbol, through it, and of the whole row — the mixture
     CDF at the symbol's two bin edges (2 edges a component instead of 255), equal to the
     table's running sums exactly (integers below 2**53)."""
-    lower, upper = _bin_edge_cdfs(symbols, means_fixed, log_scales_fixed)
-    return (
-        (weights * lower).sum(axis=1),
-        (weights * upper).sum(axis=1),
-        weights.sum(axis=1) * _ONE_FINE,
-    )
+    v = np.asarray(symbols, dtype=np.int64)
+    inverse = _inverse_scales(log_scales_fixed)
+    below, through = _mixture_cdf(weights, means_fixed, inverse, np.stack([v - 1, v], 1)).T
+    return below, through, weights.sum(axis=1) * _ONE_FINE
 
 
 def _mixture_cdf(weights, means_fixed, inverse_scales, values: np.ndarray) -> np.ndarray:
@@ -206,21 +204,15 @@ def exact_stage_sums(
     return StageSums(bins, (before, end, total), offsets, offset_sums)
 
 
-def _bin_edge_cdfs(values, means_fixed: np.ndarray, log_scales_fixed: np.ndarray):
-    """(r, m) each component's CDF at each value's lower and upper bin edge (2**-24 units;
-    0 below value 0 and 2**24 above value 255, as in `exact_mixture_table`)."""
+def _component_masses(values: np.ndarray, means_fixed: np.ndarray, log_scales_fixed: np.ndarray):
+    """(r, m) each component's mass (2**-24 units, at least 1) of each value's bin: its
+    CDF at the bin's upper edge (2**24 above value 255) less at the lower (0 below 0)."""
     inverse = _inverse_scales(log_scales_fixed)
     v = np.asarray(values, dtype=np.int64)[:, None]
     upper = np.where(
         v == 255, _ONE_FINE, _sigmoid_at(_UPPER_EDGES[np.minimum(v, 254)], means_fixed, inverse)
     )
     lower = np.where(v == 0, 0.0, _sigmoid_at(_LOWER_EDGES[v], means_fixed, inverse))
-    return lower, upper
-
-
-def _component_masses(values: np.ndarray, means_fixed: np.ndarray, log_scales_fixed: np.ndarray):
-    """(r, m) each component's mass (2**-24 units, at least 1) of each value's bin."""
-    lower, upper = _bin_edge_cdfs(values, means_fixed, log_scales_fixed)
     return np.maximum(upper - lower, 1.0)
 
 

@@ -147,18 +147,16 @@ def _push_rows(
     """
     metered = message.meter is not None
     numerators = np.empty(symbols.size, np.float64) if metered else None
-    block = block_rows or max(symbols.size, 1)
-    for rows in reversed(list(_chunks(symbols.size, block))):
+    for rows in reversed(list(_chunks(symbols.size, block_rows))):
+        params = logit_weights[rows], means[rows], log_scales[rows]
         if arithmetic.bin_values:
-            params = logit_weights[rows], means[rows], log_scales[rows]
             row_numerators = _push_two_stages(message, arithmetic, params, symbols[rows])
         elif arithmetic.symbol_sums is not None:
-            params = logit_weights[rows], means[rows], log_scales[rows]
             _, row_numerators = ranges = _symbol_ranges(arithmetic, params, symbols[rows])
             table, entries = range_tables(*ranges)
             message.push(entries, _CATEGORICAL, table)
         else:
-            table = arithmetic.table(logit_weights[rows], means[rows], log_scales[rows])
+            table = arithmetic.table(*params)
             message.push(symbols[rows], _CATEGORICAL, table)
             row_numerators = categorical_fixed_point(table, symbols[rows]) if metered else None
         if numerators is not None:
@@ -166,9 +164,10 @@ def _push_rows(
     return numerators
 
 
-def _chunks(n_rows: int, block_rows: int) -> Iterator[slice]:
-    """The rows of each table built at once: blocks of ``block_rows``, each cut into
-    chunks of at most `TABLE_CHUNK_ROWS`."""
+def _chunks(n_rows: int, block_rows: int | None = None) -> Iterator[slice]:
+    """The rows of each table built at once: blocks of ``block_rows`` (None: one block of
+    all), each cut into chunks of at most `TABLE_CHUNK_ROWS`."""
+    block_rows = block_rows or max(n_rows, 1)
     for block in range(0, n_rows, block_rows):
         end = min(block + block_rows, n_rows)
         for start in range(block, end, TABLE_CHUNK_ROWS):
@@ -220,8 +219,7 @@ def _pop_rows(
     block) cut into chunks, in order; returns 1-D int32."""
     chunks = []
     n_values = arithmetic.bin_values
-    n_rows = logit_weights.shape[0]
-    for rows in _chunks(n_rows, block_rows or max(n_rows, 1)):
+    for rows in _chunks(logit_weights.shape[0], block_rows):
         params = logit_weights[rows], means[rows], log_scales[rows]
         if n_values:
             bins = message.pop(_CATEGORICAL, exact_bin_table(*params, n_values))
@@ -241,8 +239,7 @@ def _rows_fixed_point(
 ) -> np.ndarray:
     """Fixed-point probabilities (int64, 1-D) of 1-D symbols, one parameter row each."""
     chunks = []
-    for start in range(0, symbols.size, TABLE_CHUNK_ROWS):
-        rows = slice(start, start + TABLE_CHUNK_ROWS)
+    for rows in _chunks(symbols.size):
         params = logit_weights[rows], means[rows], log_scales[rows]
         if arithmetic.bin_values:
             first, second = _two_stage_ranges(arithmetic, params, symbols[rows])
@@ -314,8 +311,8 @@ class DiscretizedLogisticMixture:
 
     def push(self, message: Message, symbols: np.ndarray) -> None:
         """Pushes ``(n,)`` int symbols in ``0..255``."""
-        symbols_ = coder_symbols(symbols)
-        numerators = _push_rows(message, symbols_, *self._rows(), self.group_size)
+        rows = coder_symbols(symbols), *self._rows()
+        numerators = _push_rows(message, *rows, self.group_size)
         record_push(message, self, symbols, numerators)
 
     def pop(self, message: Message) -> np.ndarray:
