@@ -263,6 +263,23 @@ def test_verbose_prints_one_line_per_image(capsys, binary_model):
     assert "model bits" in out and "written bits" in out
 
 
+def test_the_elbo_of_photos_is_computed_on_request(capsys, binary_model):
+    """A photo's float −ELBO is a tiled pass of its own: left out unless --elbo asks."""
+    _npy("photo.npy", _bits(1, (13, 30)))
+    compress = ("photo.npy", "-o", "x.bbc", "--model", str(binary_model), "--force", "-v")
+    out = _compress(capsys, *compress)
+    assert set(_rows(out)) == {"file (achieved)", "information"}
+    assert "--elbo adds it" in out
+    (cells,) = [line.split() for line in out.splitlines() if line.split()[:1] == ["0"]]
+    assert cells[2] == "n/a" and cells[4] == "n/a" and float(cells[3]) > 0
+    out = _compress(capsys, *compress, "--elbo")
+    rows = _rows(out)
+    assert set(rows) == {"file (achieved)", "information", "−ELBO (estimate)"}
+    assert float(rows["−ELBO (estimate)"][0]) == pytest.approx(
+        float(rows["information"][0]), rel=0.1
+    )
+
+
 def test_per_image_bits_follow_each_image():
     """Images of one batch share a stack; each image's bits must still be its own. A
     decoder that says "almost surely 0" makes all-ones images cost ~7 bits a pixel and
