@@ -198,10 +198,10 @@ class ModelAdapter:
         return steps, symbols
 
     # ----- pixels ---------------------------------------------------------------------
-    def _pixel_leaf(self, params: Any, batch: int) -> Codec:
+    def _pixel_leaf(self, params: Any, groups: int | Sequence[int]) -> Codec:
         if self.kind == "binary":
             return Bernoulli(params)
-        how = {"group_size": batch, "exact": self.exact, "pixel_bins": self.pixel_bins}
+        how = {"group_size": groups, "exact": self.exact, "pixel_bins": self.pixel_bins}
         if self.kind == "grey":
             return DiscretizedLogisticMixture(*params, **how)
         return DiscretizedLogisticMixtureRGB(*params, **how)
@@ -223,10 +223,13 @@ class ModelAdapter:
         )
         return LogisticMixtureRGBParams(p[:, :k], means, log_scales, coeffs)
 
-    def pixel_codec(self, raw: torch.Tensor) -> Codec:
+    def pixel_codec(self, raw: torch.Tensor, steps: Sequence[int] | None = None) -> Codec:
         """The codec of n pixels coded side by side, from their (n, P) head parameters:
-        symbols (n,), or (n, 3) for RGB (R of all n, then G, then B)."""
-        return self._pixel_leaf(self._pixel_params(raw), raw.shape[0])
+        symbols (n,), or (n, 3) for RGB (R of all n, then G, then B). ``steps``: the rows
+        of each of several consecutive steps (summing to n), coded one step after the
+        other as the steps' own codecs code them (`StepPushes`)."""
+        groups = raw.shape[0] if steps is None else steps
+        return self._pixel_leaf(self._pixel_params(raw), groups)
 
     def likelihood(self, latents: np.ndarray) -> Relayout | Wavefront:
         """P(x|z̄) for (B, D) grid symbols; codes (B, H, W[, 3]) uint8 images pixel by
@@ -334,6 +337,43 @@ def params_in_passes(
         start += len(block)
 
 
+class StepPushes:
+    """An encoder's pixel steps, handed over last step first and pushed several at a time:
+    one codec on the steps' concatenated parameters, step by step in the decoder's order
+    (`ModelAdapter.pixel_codec` with ``steps``), writes what pushing each step's own codec
+    writes, with one table computation and one coder call for many steps. Call ``flush``
+    before anything else is pushed or popped (latents), and at the end.
+
+    Args:
+        adapter: the `ModelAdapter`.
+        message: the message the steps go on.
+    """
+
+    def __init__(self, adapter: ModelAdapter, message: Message):
+        self.adapter, self.message = adapter, message
+        self._steps: list[tuple[torch.Tensor, np.ndarray]] = []
+        self._rows = 0
+
+    def add(self, params: torch.Tensor, pixels: np.ndarray) -> None:
+        """One step, later than any not yet added: (n, P) parameters, (n[, 3]) values."""
+        self._steps.append((params, pixels))
+        self._rows += len(pixels)
+        if self._rows >= ENCODER_PASS_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Push the steps added so far."""
+        if not self._steps:
+            return
+        steps = self._steps[::-1]  # the decoder's order
+        params = torch.cat([params for params, _ in steps])
+        pixels = np.concatenate([pixels for _, pixels in steps])
+        codec = self.adapter.pixel_codec(params, [len(step_pixels) for _, step_pixels in steps])
+        codec.push(self.message, pixels)
+        self._steps.clear()
+        self._rows = 0
+
+
 class Wavefront:
     """P(x|z̄) of B images, a local decoder's pixels in wavefront order (exact path).
 
@@ -357,19 +397,23 @@ class Wavefront:
     def _positions(self, t: int) -> Positions:
         return wavefront_positions(self.height, self.width, self.skew, t)
 
-    def _codec(self, params: torch.Tensor) -> Codec:
-        """A step's codec from its (B, n, P) parameters (position-major: (n · B, P))."""
-        return self.adapter.pixel_codec(params.transpose(0, 1).flatten(0, 1))
+    @staticmethod
+    def _position_major(params: torch.Tensor) -> torch.Tensor:
+        """A step's (B, n, P) parameters → (n · B, P), position-major."""
+        return params.transpose(0, 1).flatten(0, 1)
 
     def push(self, message: Message, images: np.ndarray) -> None:
         """Pushes (B, H, W[, 3]) uint8 images, last step first, their parameters computed
-        a few steps at a time (`params_in_passes`)."""
+        a few steps at a time (`params_in_passes`) and pushed a few steps at a time
+        (`StepPushes`)."""
         stepper = self.adapter.model.pixel_stepper(self.z)
         stepper.write_all(torch.from_numpy(np.ascontiguousarray(images)).to(self.adapter.device))
         steps = reversed(range(self.n_steps))
+        pushes = StepPushes(self.adapter, message)
         for (rows, cols), params in params_in_passes(stepper, steps, self._positions):
             pixels = np.swapaxes(images[:, rows.numpy(), cols.numpy()], 0, 1)  # (n, B[, 3])
-            self._codec(params).push(message, pixels.reshape(-1, *pixels.shape[2:]))
+            pushes.add(self._position_major(params), pixels.reshape(-1, *pixels.shape[2:]))
+        pushes.flush()
 
     def pop(self, message: Message) -> np.ndarray:
         """Pops (B, H, W[, 3]) uint8 images."""
@@ -378,7 +422,8 @@ class Wavefront:
         images = np.zeros((batch, *self.adapter.image_shape), dtype=np.uint8)
         for t in range(self.n_steps):
             rows, cols = self._positions(t)
-            popped = self._codec(stepper.params_at(rows, cols)).pop(message).astype(np.uint8)
+            params = self._position_major(stepper.params_at(rows, cols))
+            popped = self.adapter.pixel_codec(params).pop(message).astype(np.uint8)
             popped = popped.reshape(len(rows), batch, *images.shape[3:])
             pixels = np.ascontiguousarray(np.swapaxes(popped, 0, 1))  # (B, n[, 3])
             images[:, rows.numpy(), cols.numpy()] = pixels

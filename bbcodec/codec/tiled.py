@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from bbcodec.codec.adapter import ModelAdapter, Positions, params_in_passes
+from bbcodec.codec.adapter import ModelAdapter, Positions, StepPushes, params_in_passes
 from bbcodec.codec.batched import MAX_DIRECT, Coded
 from bbcodec.coding import Message, MessageUnderflowError
 from bbcodec.errors import DecodeError, ImageKindError
@@ -259,6 +259,7 @@ class TiledImage:
         self._frontier.clear()  # an encoder that restarts writes every tile again
         self.stepper.write_all(torch.from_numpy(np.array(image)[None]).to(a.device))
         pixel_steps = self._encoder_steps()
+        pushes = StepPushes(a, message)
         direct: set[int] = set()
         n_direct = group = 0
         for t in reversed(range(self.plan.n_steps)):
@@ -282,9 +283,10 @@ class TiledImage:
                 group += 1
             (rows, cols), params = next(pixel_steps)
             if params is not None:  # a step is empty only in images narrower than the skew
-                pixels = image[rows.numpy(), cols.numpy()]
-                a.pixel_codec(params[0]).push(message, pixels)
+                pushes.add(params[0], image[rows.numpy(), cols.numpy()])
             starting = self.starts.get(t)
+            if starting or t - 1 in self.ends or t == 0:  # latents next, or the end
+                pushes.flush()
             if starting:
                 self._push_latents(message, starting, direct)
                 self._release(starting, backwards=True)  # these tiles are done

@@ -25,7 +25,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -132,46 +132,86 @@ def _push_rows(
     means: np.ndarray,
     log_scales: np.ndarray,
     arithmetic: MixtureArithmetic,
-    block_rows: int | None = None,
+    blocks: np.ndarray | None = None,
 ) -> np.ndarray | None:
-    """Pushes 1-D int32 symbols row by row, chunks last-first (= one encode_reverse call):
-    what `_pop_rows` pops, called on consecutive blocks of ``block_rows`` rows (None: one
-    block of all; two stages pop a chunk's bins, then its offsets, so the chunks must be
-    the decoder's).
+    """Pushes 1-D int32 symbols row by row: what `_pop_rows` pops, called on the same
+    ``blocks`` (consecutive block lengths; None: one block of all), each cut into chunks
+    (two stages pop a chunk's bins, then its offsets, so the chunks must be the decoder's).
 
     With exact arithmetic each symbol is pushed with a three-entry table that codes it in
-    the range its whole table gives it (`range_tables`): the same bits, without the tables.
+    the range its whole table gives it (`range_tables`): the same bits, without the tables,
+    all rows in one push however many blocks they form.
 
     Returns the symbols' fixed-point probabilities (float64, 1-D) if the message has an
     information meter, else None.
     """
     metered = message.meter is not None
+    params = logit_weights, means, log_scales
+    if arithmetic.bin_values:
+        first, second = _two_stage_ranges(arithmetic, params, symbols)
+        # pop order: each chunk's bins, then its offsets
+        starts, lengths = _chunk_bounds(symbols.size, blocks)
+        chunk_of_row = np.repeat(np.arange(starts.size), lengths)
+        at_bin = starts[chunk_of_row] + np.arange(symbols.size)
+        order = np.concatenate([at_bin, at_bin + lengths[chunk_of_row]])
+        ranges = np.empty((2, 2 * symbols.size), dtype=np.int64)
+        ranges[:, order] = np.concatenate([first, second], axis=1)
+        message.push(*_reversed_range_push(*ranges))
+        return _stages_numerator(first[1], second[1])
+    if arithmetic.symbol_sums is not None:
+        _, numerators = ranges = _symbol_ranges(arithmetic, params, symbols)
+        message.push(*_reversed_range_push(*ranges))
+        return numerators.astype(np.float64)
     numerators = np.empty(symbols.size, np.float64) if metered else None
-    for rows in reversed(list(_chunks(symbols.size, block_rows))):
-        params = logit_weights[rows], means[rows], log_scales[rows]
-        if arithmetic.bin_values:
-            row_numerators = _push_two_stages(message, arithmetic, params, symbols[rows])
-        elif arithmetic.symbol_sums is not None:
-            _, row_numerators = ranges = _symbol_ranges(arithmetic, params, symbols[rows])
-            table, entries = range_tables(*ranges)
-            message.push(entries, _CATEGORICAL, table)
-        else:
-            table = arithmetic.table(*params)
-            message.push(symbols[rows], _CATEGORICAL, table)
-            row_numerators = categorical_fixed_point(table, symbols[rows]) if metered else None
+    starts, lengths = _chunk_bounds(symbols.size, blocks)
+    for start, length in reversed(list(zip(starts, lengths, strict=True))):
+        rows = slice(start, start + length)
+        table = arithmetic.table(*(array[rows] for array in params))
+        message.push(symbols[rows], _CATEGORICAL, table)
         if numerators is not None:
-            numerators[rows] = row_numerators
+            numerators[rows] = categorical_fixed_point(table, symbols[rows])
     return numerators
 
 
-def _chunks(n_rows: int, block_rows: int | None = None) -> Iterator[slice]:
-    """The rows of each table built at once: blocks of ``block_rows`` (None: one block of
-    all), each cut into chunks of at most `TABLE_CHUNK_ROWS`."""
-    block_rows = block_rows or max(n_rows, 1)
-    for block in range(0, n_rows, block_rows):
-        end = min(block + block_rows, n_rows)
-        for start in range(block, end, TABLE_CHUNK_ROWS):
-            yield slice(start, min(start + TABLE_CHUNK_ROWS, end))
+def _reversed_range_push(starts: np.ndarray, numerators: np.ndarray) -> tuple:
+    """`Message.push` arguments that code symbols in the given ranges (`range_tables`)."""
+    table, entries = range_tables(starts, numerators)
+    return entries, _CATEGORICAL, table
+
+
+def _chunk_bounds(n_rows: int, blocks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and lengths (int64) of the chunks whose tables are built at once: each block
+    (None: one block of all rows) cut into chunks of at most `TABLE_CHUNK_ROWS` rows."""
+    blocks = np.array([n_rows] if blocks is None else blocks, dtype=np.int64)
+    blocks = blocks[blocks > 0]
+    pieces = -(-blocks // TABLE_CHUNK_ROWS)  # chunks per block
+    block_of = np.repeat(np.arange(blocks.size), pieces)
+    first_piece = np.cumsum(pieces) - pieces
+    piece_in_block = np.arange(block_of.size) - first_piece[block_of]
+    starts = (np.cumsum(blocks) - blocks)[block_of] + piece_in_block * TABLE_CHUNK_ROWS
+    lengths = np.minimum(TABLE_CHUNK_ROWS, blocks[block_of] - piece_in_block * TABLE_CHUNK_ROWS)
+    return starts, lengths
+
+
+def group_sizes(n: int, group_size: int | Sequence[int] | None) -> np.ndarray:
+    """The sizes (int64) of the groups a leaf of ``n`` rows codes one after the other:
+    ``group_size`` rows each (an int that divides n), the given sizes (a sequence summing
+    to n), or one group of all (None).
+
+    Raises:
+        ValueError: sizes that do not tile the n rows.
+    """
+    if group_size is None:
+        return np.array([n], dtype=np.int64)
+    if np.ndim(group_size) == 0:
+        size = int(group_size)
+        if n and (size < 1 or n % size):
+            raise ValueError(f"group_size {size} must be >= 1 and divide n = {n}")
+        return np.full(n // size if n else 0, size, dtype=np.int64)
+    sizes = np.asarray(group_size, dtype=np.int64)
+    if sizes.ndim != 1 or (sizes < 0).any() or sizes.sum() != n:
+        raise ValueError(f"group sizes must be >= 0 and sum to n = {n}")
+    return sizes
 
 
 def _two_stage_ranges(arithmetic: MixtureArithmetic, params: tuple, symbols: np.ndarray):
@@ -213,13 +253,14 @@ def _pop_rows(
     means: np.ndarray,
     log_scales: np.ndarray,
     arithmetic: MixtureArithmetic,
-    block_rows: int | None = None,
+    blocks: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Pops one symbol per parameter row, in blocks of ``block_rows`` rows (None: one
-    block) cut into chunks, in order; returns 1-D int32."""
+    """Pops one symbol per parameter row, in ``blocks`` (None: one block) cut into
+    chunks, in order; returns 1-D int32."""
     chunks = []
     n_values = arithmetic.bin_values
-    for rows in _chunks(logit_weights.shape[0], block_rows):
+    for start, length in zip(*_chunk_bounds(logit_weights.shape[0], blocks), strict=True):
+        rows = slice(start, start + length)
         params = logit_weights[rows], means[rows], log_scales[rows]
         if n_values:
             bins = message.pop(_CATEGORICAL, exact_bin_table(*params, n_values))
@@ -239,7 +280,8 @@ def _rows_fixed_point(
 ) -> np.ndarray:
     """Fixed-point probabilities (int64, 1-D) of 1-D symbols, one parameter row each."""
     chunks = []
-    for rows in _chunks(symbols.size):
+    for start, length in zip(*_chunk_bounds(symbols.size), strict=True):
+        rows = slice(start, start + length)
         params = logit_weights[rows], means[rows], log_scales[rows]
         if arithmetic.bin_values:
             first, second = _two_stage_ranges(arithmetic, params, symbols[rows])
@@ -279,8 +321,9 @@ class DiscretizedLogisticMixture:
             values, then its offset in the bin (`MixtureArithmetic.bin_values`).
         group_size: symbols per group, popped one group at a time (with two stages a
             group's bins, then its offsets): pass the symbols per autoregressive step, so
-            a codec built on all steps' parameters pushes what the steps' codecs pop;
-            ``None``: one group of all.
+            a codec built on all steps' parameters pushes what the steps' codecs pop; a
+            sequence: the groups' sizes in order (steps of different sizes); ``None``: one
+            group of all.
     """
 
     logit_weights: np.ndarray
@@ -288,7 +331,7 @@ class DiscretizedLogisticMixture:
     log_scales: np.ndarray
     exact: bool = False
     pixel_bins: int = 1
-    group_size: int | None = None
+    group_size: int | Sequence[int] | None = None
 
     def __post_init__(self) -> None:
         for name in ("logit_weights", "means", "log_scales"):
@@ -297,11 +340,9 @@ class DiscretizedLogisticMixture:
             self.logit_weights.shape == self.means.shape == self.log_scales.shape
         ):
             raise ValueError("logit_weights, means and log_scales must all be (n, m)")
-        n = self.logit_weights.shape[0]
-        group_size = n if self.group_size is None else self.group_size
-        if n and (group_size < 1 or n % group_size):
-            raise ValueError(f"group_size {group_size} must be >= 1 and divide n = {n}")
-        object.__setattr__(self, "group_size", group_size)
+        object.__setattr__(
+            self, "_groups", group_sizes(self.logit_weights.shape[0], self.group_size)
+        )
         arithmetic = _arithmetic(self.exact, self.pixel_bins)
         object.__setattr__(self, "_arithmetic", arithmetic)
         object.__setattr__(self, "_weights", arithmetic.weights(self.logit_weights))
@@ -312,12 +353,12 @@ class DiscretizedLogisticMixture:
     def push(self, message: Message, symbols: np.ndarray) -> None:
         """Pushes ``(n,)`` int symbols in ``0..255``."""
         rows = coder_symbols(symbols), *self._rows()
-        numerators = _push_rows(message, *rows, self.group_size)
+        numerators = _push_rows(message, *rows, self._groups)
         record_push(message, self, symbols, numerators)
 
     def pop(self, message: Message) -> np.ndarray:
         """Pops ``(n,)`` int32 symbols, group by group."""
-        symbols = _pop_rows(message, *self._rows(), self.group_size)
+        symbols = _pop_rows(message, *self._rows(), self._groups)
         record_pop(message, self, symbols)
         return symbols
 
@@ -498,7 +539,8 @@ class DiscretizedLogisticMixtureRGB:
         means: float ``(n, 3, m)``.
         log_scales: float ``(n, 3, m)``.
         coeffs: float ``(n, 3, m)``.
-        group_size: Pixels per group; ``None`` means one group of all ``n`` pixels.
+        group_size: Pixels per group; a sequence: the groups' sizes in order (steps of
+            different sizes); ``None`` means one group of all ``n`` pixels.
         exact: the parameters are the integer twin's activation integers, and the tables
             are built exactly (`bbcodec.coding.exact_logistic`).
         pixel_bins: as `DiscretizedLogisticMixture`'s.
@@ -508,7 +550,7 @@ class DiscretizedLogisticMixtureRGB:
     means: np.ndarray
     log_scales: np.ndarray
     coeffs: np.ndarray
-    group_size: int | None = None
+    group_size: int | Sequence[int] | None = None
     exact: bool = False
     pixel_bins: int = 1
 
@@ -518,23 +560,26 @@ class DiscretizedLogisticMixtureRGB:
         n, m = self.logit_weights.shape
         if not self.means.shape == self.log_scales.shape == self.coeffs.shape == (n, 3, m):
             raise ValueError("means, log_scales and coeffs must be (n, 3, m)")
-        group_size = n if self.group_size is None else self.group_size
-        if group_size < 1 or n % group_size:
-            raise ValueError(f"group_size {group_size} must be >= 1 and divide n = {n}")
-        object.__setattr__(self, "group_size", group_size)
+        groups = group_sizes(n, self.group_size)
+        object.__setattr__(self, "_groups", groups)
         object.__setattr__(self, "_arithmetic", _arithmetic(self.exact, self.pixel_bins))
+        # (n, 3) position of each (pixel, channel) in stack order (group, channel, pixel)
+        first = np.repeat(np.cumsum(groups) - groups, groups)
+        size = np.repeat(groups, groups)
+        stack = (2 * first + np.arange(n))[:, None] + np.arange(3) * size[:, None]
+        object.__setattr__(self, "_stack_position", stack)
 
     def _grouped_rows(self, symbols: np.ndarray) -> tuple[np.ndarray, ...]:
         """Symbols and row parameters of all pixels, in stack order (group, channel, pixel)."""
         arithmetic = self._arithmetic
         mixtures = _channel_mixtures(*self._mixture, symbols, arithmetic)
         weights, means = zip(*mixtures, strict=True)
-        n = self.logit_weights.shape[0]
-        n_groups, size = n // self.group_size, self.group_size
 
         def grouped(per_channel: np.ndarray) -> np.ndarray:  # (n, 3, ...) -> stack order
-            blocks = per_channel.reshape(n_groups, size, 3, *per_channel.shape[2:])
-            return np.ascontiguousarray(np.swapaxes(blocks, 1, 2)).reshape(3 * n, -1)
+            flat = per_channel.reshape(self._stack_position.size, -1)
+            out = np.empty_like(flat)
+            out[self._stack_position.ravel()] = flat
+            return out
 
         return (
             grouped(symbols).reshape(-1),
@@ -542,6 +587,10 @@ class DiscretizedLogisticMixtureRGB:
             grouped(np.stack(means, axis=1)),
             grouped(self.log_scales),
         )
+
+    def _blocks(self) -> np.ndarray:
+        """Rows of each channel of each group, in stack order."""
+        return np.repeat(self._groups, 3)
 
     @property
     def _mixture(self) -> tuple[np.ndarray, ...]:
@@ -551,7 +600,7 @@ class DiscretizedLogisticMixtureRGB:
         """Pushes ``(n, 3)`` int symbols in ``0..255`` (channels R, G, B)."""
         rgb = coder_symbols(symbols).reshape(-1, 3)
         rows = self._grouped_rows(rgb)
-        numerators = _push_rows(message, *rows, self._arithmetic, self.group_size)
+        numerators = _push_rows(message, *rows, self._arithmetic, self._blocks())
         if numerators is not None:
             numerators = self._ungrouped(numerators)
         record_push(message, self, symbols, numerators)
@@ -560,8 +609,8 @@ class DiscretizedLogisticMixtureRGB:
         """Pops ``(n, 3)`` int32 symbols, group by group: R, then G given R, then B."""
         n = self.logit_weights.shape[0]
         symbols = np.empty((n, 3), dtype=np.int32)
-        for start in range(0, n, self.group_size):
-            group = slice(start, start + self.group_size)
+        for start, size in zip(np.cumsum(self._groups) - self._groups, self._groups, strict=True):
+            group = slice(start, start + size)
             mixture = tuple(array[group] for array in self._mixture)
             arithmetic = self._arithmetic
             channels = _channel_mixtures(*mixture, symbols[group], arithmetic)  # sees the pops
@@ -580,5 +629,4 @@ class DiscretizedLogisticMixtureRGB:
 
     def _ungrouped(self, stack_order: np.ndarray) -> np.ndarray:
         """(3n,) values in stack order (group, channel, pixel) → (n, 3) (pixel, channel)."""
-        blocks = stack_order.reshape(-1, 3, self.group_size)
-        return np.swapaxes(blocks, 1, 2).reshape(-1, 3)
+        return stack_order[self._stack_position]

@@ -614,6 +614,19 @@ class _ParamRecorder:
         assert len(calls) == per_batch * n_batches
         return [calls[b * per_batch : (b + 1) * per_batch] for b in range(n_batches)]
 
+    def by_rows(self, side: str, kind: str, rows_per_image: int, batch_sizes) -> list:
+        """The calls of each batch, told apart by their rows (``rows_per_image`` × B)."""
+        calls, out = iter(self.log[side][kind]), []
+        for batch in batch_sizes:
+            out.append([])
+            rows = 0
+            while rows < rows_per_image * batch:
+                out[-1].append(next(calls))
+                rows += len(out[-1][-1][0])
+            assert rows == rows_per_image * batch
+        assert next(calls, None) is None
+        return out
+
 
 @pytest.mark.parametrize(
     ("family", "kind"),
@@ -631,20 +644,24 @@ def test_encoder_and_decoder_hand_the_coder_bit_identical_parameters(monkeypatch
 
     n_batches = len(rate.batch_sizes)
     # A local decoder codes a wavefront of pixels per step (exact path), the encoder's steps
-    # last first; a full-context one raster pixels, the encoder's a row at a time, in order.
-    # The encoder computes a prior's conditionals in one pass, the decoder one per dimension.
+    # last first, several steps a call (`StepPushes`); a full-context one raster pixels, the
+    # encoder's a row at a time, in order. The encoder computes a prior's conditionals in
+    # one pass, the decoder one per dimension.
     height, width = config.image_hw
     wavefront = config.row_context is False
     skew = codec.adapter.model.decoder.local.half_width + 1
     pixel_steps = width + skew * (height - 1) if wavefront else height * width
     calls = {  # kind: (encoder calls, decoder calls) per batch
-        "pixel": (pixel_steps if wavefront else height, pixel_steps),
+        "pixel": (None if wavefront else height, pixel_steps),
         "prior": (1, config.total_latent_dim),
         "posterior": (1, 1),
     }
     compared = 0
     for kind_of_params, (per_encoder_batch, per_decoder_batch) in calls.items():
-        encoder = recorder.by_batch("encoder", kind_of_params, per_encoder_batch, n_batches)
+        if per_encoder_batch is None:  # split the encoder's calls by the rows of each batch
+            encoder = recorder.by_rows("encoder", kind_of_params, height * width, rate.batch_sizes)
+        else:
+            encoder = recorder.by_batch("encoder", kind_of_params, per_encoder_batch, n_batches)
         decoder = recorder.by_batch("decoder", kind_of_params, per_decoder_batch, n_batches)
         for batch, enc_calls, dec_calls in zip(
             rate.batch_sizes, encoder, decoder[::-1], strict=True
