@@ -262,12 +262,15 @@ def compress_to(
         [(run.shape[1:], len(run)) for run in runs], model_obj.config.image_shape,
         None if settings is None else settings.chunk_images, 1 if workers is None else workers,
         device, torch.get_num_threads(), None if settings is None else settings.band_rows,
+        None if settings is None else settings.pixel_bins,
+        model_obj.config.kind != "binary" and (settings is None or settings.arithmetic == "exact"),
     )  # fmt: skip
     if settings is None:
         settings = CodingSettings(torch_threads=plan.torch_threads)
     settings = dataclasses.replace(
-        settings, chunk_images=plan.chunk_images, band_rows=plan.band_rows
-    )
+        settings, chunk_images=plan.chunk_images, band_rows=plan.band_rows,
+        pixel_bins=plan.pixel_bins,
+    )  # fmt: skip
     if plan.workers > 1 and settings.torch_threads != 1:
         raise UsageError(
             f"{plan.workers} workers code with one torch thread each: pass settings with "

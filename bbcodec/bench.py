@@ -584,7 +584,7 @@ class BenchOptions:
     progress: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     per_file: bool = False
-    pixel_bins: int = 1
+    pixel_bins: int | None = None
 
 
 def bench_dataset(
@@ -611,12 +611,13 @@ def bench_dataset(
     n, device = len(images), options.device
     plan = plan_coding(
         [(images.shape[1:], n)], model.config.image_shape, options.chunk_images, options.workers,
-        device, torch.get_num_threads(),
+        device, torch.get_num_threads(), pixel_bins=options.pixel_bins,
+        eight_bit_exact=model.config.kind != "binary",
     )  # fmt: skip
     overrides = {"max_batch": options.max_batch} if options.max_batch is not None else {}
     settings = CodingSettings(
         chunk_images=plan.chunk_images, seed=options.seed, device=device,
-        torch_threads=plan.torch_threads, pixel_bins=options.pixel_bins, **overrides,
+        torch_threads=plan.torch_threads, pixel_bins=plan.pixel_bins, **overrides,
     )  # fmt: skip
     trip = round_trip(
         images, model, _header_name(model_name), settings, plan.workers, options.progress
@@ -695,11 +696,12 @@ def _each_its_own_file(
     """
     plan = plan_coding(
         [(image.shape, 1) for image in images], model.config.image_shape, 1, workers,
-        options.device, torch.get_num_threads(),
+        options.device, torch.get_num_threads(), pixel_bins=options.pixel_bins,
+        eight_bit_exact=model.config.kind != "binary",
     )  # fmt: skip
     settings = CodingSettings(
         seed=options.seed, device=options.device, torch_threads=plan.torch_threads,
-        pixel_bins=options.pixel_bins,
+        pixel_bins=plan.pixel_bins,
     )  # fmt: skip
     results = code_chunks(model, settings, plan.workers, job, tasks)
     with contextlib.closing(results):

@@ -331,6 +331,13 @@ class CodingPlan:
     torch_threads: int
     spans: tuple[ChunkSpan, ...]
     band_rows: int = 0
+    pixel_bins: int = 1
+
+
+#: First-stage bins of 8-bit pixels in a file with photos (images coded tiled) on the exact
+#: path, unless asked otherwise: a photo's decoder builds tables about 7 times smaller
+#: (`bbcodec.codec.CodingSettings.pixel_bins`), at the same rate.
+PHOTO_PIXEL_BINS = 16
 
 
 #: Fewer pixels than this in all are coded with one torch thread: one 28×28 digit took 0.5 s
@@ -346,6 +353,8 @@ def plan_coding(
     device: str = "cpu",
     threads: int = 1,
     band_rows: int | None = None,
+    pixel_bins: int | None = None,
+    eight_bit_exact: bool = True,
 ) -> CodingPlan:
     """Plan the coding of images given as runs of ``(shape, count)`` in file order.
 
@@ -360,6 +369,9 @@ def plan_coding(
             the images hold at least `MIN_PIXELS_FOR_THREADS` pixels (fewer: one thread,
             faster for so little work, and a file that records the default).
         band_rows: rows of a band (`band_height`: ``None`` the default, 0 no bands).
+        pixel_bins: first-stage bins of 8-bit pixels (``None``: `PHOTO_PIXEL_BINS` if
+            any image is coded tiled and ``eight_bit_exact``, else 1).
+        eight_bit_exact: the model codes 8-bit values (not binary) with exact arithmetic.
 
     Raises:
         UsageError: ``band_rows`` is not a multiple of the model's tile height.
@@ -378,4 +390,7 @@ def plan_coding(
     chunk_images, _ = plan_chunks(n_images - n_tiled, chunk_images, requested, device)
     spans = tuple(chunk_spans(runs, model_shape, chunk_images, band_rows))
     workers = min(requested if device.startswith("cpu") else 1, max(len(spans), 1))
-    return CodingPlan(chunk_images, workers, 1 if workers > 1 else threads, spans, band_rows)
+    if pixel_bins is None:
+        pixel_bins = PHOTO_PIXEL_BINS if n_tiled and eight_bit_exact else 1
+    threads = 1 if workers > 1 else threads
+    return CodingPlan(chunk_images, workers, threads, spans, band_rows, pixel_bins)

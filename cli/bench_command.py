@@ -102,10 +102,10 @@ def _add_bench(subparsers, common) -> None:
         help=WORKERS_HELP + "; photos: one photo per worker at a time (default: one per "
         "core); --per-file: one file per worker at a time (default: 1)",
     )
-    p.add_argument("--pixel-bins", type=int, choices=PIXEL_BINS, default=1, metavar="B",
-                   help="code 8-bit values as one symbol of 256 (1, the default) or in two "
-                   "stages, a bin of 256/B values and the value in it (16), as compress "
-                   "--pixel-bins")  # fmt: skip
+    p.add_argument("--pixel-bins", type=int, choices=PIXEL_BINS, metavar="B",
+                   help="code 8-bit values as one symbol of 256 (1) or in two stages, a bin of "
+                   "256/B values and the value in it (16), as compress --pixel-bins (default: "
+                   "16 for photos, 1 for a dataset)")  # fmt: skip
     add_max_pixels(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_bench)

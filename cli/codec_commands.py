@@ -167,11 +167,12 @@ def _add_compress(subparsers, common) -> None:
                    help="cut a photo into bands of N rows, each decodable alone and coded by "
                    "its own worker (a multiple of the model's tile height; default 256 rows "
                    "or the nearest such multiple below; 0: one band)")  # fmt: skip
-    p.add_argument("--pixel-bins", type=int, choices=PIXEL_BINS, default=1, metavar="B",
-                   help="code each 8-bit value as one symbol of 256 (1, the default) or in two "
-                   "stages, its bin of 256/B values and then the value in it (16): the same "
-                   "rate, decoding up to 1.6 times faster; a bbcodec older than this "
-                   "option refuses such files")  # fmt: skip
+    p.add_argument("--pixel-bins", type=int, choices=PIXEL_BINS, metavar="B",
+                   help="code each 8-bit value as one symbol of 256 (1) or in two stages, its "
+                   "bin of 256/B values and then the value in it (16): the same rate, "
+                   "decoding up to 1.6 times faster (default: 16 if there are photos, "
+                   "images of another size than the model's, else 1); a bbcodec older than "
+                   "this option refuses files with 16")  # fmt: skip
     p.add_argument(
         "--elbo", action="store_true",
         help="also give the float model's −ELBO of photos (images of another size than "

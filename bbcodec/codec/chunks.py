@@ -207,7 +207,7 @@ class ImageCodec:
         self.adapter = ModelAdapter(
             model, settings.grid, settings.device, settings.posterior_window_stds,
             settings.direct_latent_stds, exact=settings.arithmetic == "exact",
-            pixel_bins=settings.pixel_bins,
+            pixel_bins=settings.pixel_bins or 1,  # None: alone, 1
         )  # fmt: skip
         self.image_shape = self.adapter.image_shape
         self.seeded = settings.initial_bits == "seed"  # else each chunk starts empty

@@ -95,11 +95,13 @@ class CodingSettings:
             default): `bbcodec.plan.DEFAULT_BAND_ROWS` (256) rounded down to a multiple of
             the tile height. A file records the height used if it cut an image; a file
             without it cut none (``band_rows`` 0 when read).
-        pixel_bins: how an 8-bit sub-pixel is coded on the exact path: 1 (the default)
-            as one symbol of 256 (its table needs the mixture's CDF at 255 bin edges),
-            16 in two stages — its bin of 16 values, then the value in the bin — whose
-            tables need the CDF at 15 and 17 edges, so a decoder builds about 7 times
-            fewer numbers. Exact arithmetic only.
+        pixel_bins: how an 8-bit sub-pixel is coded on the exact path: 1 as one symbol of
+            256 (its table needs the mixture's CDF at 255 bin edges), 16 in two stages —
+            its bin of 16 values, then the value in the bin — whose tables need the CDF at
+            15 and 17 edges, so a decoder builds about 7 times fewer numbers (exact
+            arithmetic only). ``None`` (the default): `bbcodec.plan.plan_coding` chooses
+            when a file is written (16 for a file with photos, 1 else); a codec used alone
+            takes 1. A file records it if it is not 1.
 
     Raises:
         UsageError: a value of the wrong type or out of range (one message per field).
@@ -119,7 +121,7 @@ class CodingSettings:
     direct_latent_stds: float = 3.0
     arithmetic: str = "exact"
     band_rows: int | None = None
-    pixel_bins: int = 1
+    pixel_bins: int | None = None
 
     def __post_init__(self) -> None:
         def integer(name: str, low: int, high: int | None = None, none_ok: bool = False):
@@ -181,12 +183,14 @@ class CodingSettings:
             raise UsageError(
                 f"arithmetic must be one of {', '.join(ARITHMETICS)}, got {self.arithmetic!r}"
             )
-        if self.pixel_bins not in PIXEL_BINS or isinstance(self.pixel_bins, bool):
+        if self.pixel_bins is not None and (
+            self.pixel_bins not in PIXEL_BINS or isinstance(self.pixel_bins, bool)
+        ):
             raise UsageError(
                 f"pixel_bins must be one of {', '.join(map(str, PIXEL_BINS))}, "
                 f"got {self.pixel_bins!r}"
             )
-        if self.pixel_bins != 1 and self.arithmetic != "exact":
+        if self.pixel_bins not in (None, 1) and self.arithmetic != "exact":
             raise UsageError("pixel_bins other than 1 needs exact arithmetic")
         stds = self.direct_latent_stds
         if (
@@ -227,8 +231,10 @@ class CodingSettings:
         values = {
             name: value
             for name, value in self.to_dict().items()
-            if value != getattr(defaults, name) and name != "band_rows"
+            if value != getattr(defaults, name) and name not in ("band_rows", "pixel_bins")
         }
+        if self.pixel_bins not in (None, 1):
+            values["pixel_bins"] = self.pixel_bins
         if self.chunk_images is not None and self.chunk_images >= n_images:
             values.pop("chunk_images", None)
         if self.band_rows and any(height > self.band_rows for height in heights):
@@ -245,7 +251,8 @@ class CodingSettings:
             format_version: the file's format version.
             n_images: the file's image count (a file without ``chunk_images`` is one chunk).
 
-        A file without ``band_rows`` cut no image into bands: ``band_rows`` is then 0.
+        A file without ``band_rows`` cut no image into bands: ``band_rows`` is then 0; one
+        without ``pixel_bins`` codes a sub-pixel as one symbol: ``pixel_bins`` is then 1.
         """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - names
@@ -257,7 +264,10 @@ class CodingSettings:
             values = {**_FORMAT_2_SETTINGS, **values}
             if "chunk_images" not in values:
                 raise DecodeError("invalid coding settings in file: no chunk size")
-        values = {"chunk_images": max(1, n_images), "band_rows": _UNRECORDED_BAND_ROWS, **values}
+        values = {
+            "chunk_images": max(1, n_images), "band_rows": _UNRECORDED_BAND_ROWS,
+            "pixel_bins": 1, **values,
+        }  # fmt: skip
         try:
             settings = cls(**values)  # UsageError (a ValueError) for values out of range
         except (TypeError, ValueError) as exc:

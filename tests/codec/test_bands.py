@@ -28,7 +28,7 @@ from bbcodec.api import compress_to, decompress_from
 from bbcodec.codec import CodingSettings, ImageCodec, tiled
 from bbcodec.container import Chunk, ContainerWriter, Header, dumps, loads, pixels_digest
 from bbcodec.errors import ContainerError, DecodeError, UsageError
-from bbcodec.plan import band_height, image_bands, plan_coding
+from bbcodec.plan import PHOTO_PIXEL_BINS, band_height, image_bands, plan_coding
 
 CONFIG = tiny_config("vlae", "rgb")  # 8 × 8 tiles
 #: 37 rows in bands of 16: 16, 16 and 5 rows.
@@ -76,7 +76,7 @@ def test_a_photo_of_several_bands_round_trips_exactly(model, photo):
 
 def test_each_band_is_the_band_coded_alone_and_decodes_alone(model, photo):
     header, chunks = loads(bbcodec.compress(photo, model, _settings(16)))
-    codec = ImageCodec(model, CodingSettings())
+    codec = ImageCodec(model, CodingSettings(pixel_bins=PHOTO_PIXEL_BINS))  # a photo's
     for chunk, (r0, r1) in zip(chunks, BANDS, strict=True):
         band = photo[None, r0:r1]
         alone, _ = codec.encode_chunk(band)
@@ -94,7 +94,8 @@ def test_one_band_is_todays_file(model, photo):
     assert bbcodec.compress(photo, model, _settings(40)) == whole  # 40 ≥ 37 rows
     assert bbcodec.compress(photo, model, _settings(None)) == whole  # default: 256 rows
     assert CodingSettings.from_header(header).band_rows == 0
-    codec = ImageCodec(model, CodingSettings())
+    assert CodingSettings.from_header(header).pixel_bins == PHOTO_PIXEL_BINS
+    codec = ImageCodec(model, CodingSettings(pixel_bins=PHOTO_PIXEL_BINS))
     assert chunks[0] == codec.encode_chunk(photo[None])[0]
 
 

@@ -82,8 +82,10 @@ def test_good_settings_and_the_file_forms_still_work():
             recorded = settings.file_dict(n_images)  # what a format-3 file holds
             read = CodingSettings.from_dict(recorded, 3, n_images)
             chunk_images = n_images if (settings.chunk_images or n_images) >= n_images else 1
-            # band_rows: recorded only where it cut an image (none here), else read as 0
-            assert read == dataclasses.replace(settings, chunk_images=chunk_images, band_rows=0)
+            # band_rows: recorded only where it cut an image (none here), else read as 0;
+            # pixel_bins: recorded unless 1, and None (the plan's choice) is written as 1
+            resolved = {"band_rows": 0, "pixel_bins": settings.pixel_bins or 1}
+            assert read == dataclasses.replace(settings, chunk_images=chunk_images, **resolved)
     assert CodingSettings().file_dict(5) == {}  # the defaults cost nothing
     # Format 2 recorded every setting but those added since; the chunk size was required.
     format_2 = {**CodingSettings(chunk_images=7).to_dict()}
