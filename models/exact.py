@@ -8,9 +8,14 @@ the same integers), every activation an integer, every nonlinearity a decimal-bu
 Its outputs are therefore the same, bit for bit, on any CPU, kernel, thread count or
 device.
 
+Where it computes: the encoders and the feature network in torch, on the twin's device;
+the prior and the pixel decoder's steps, which a decoder runs many times on a few rows,
+on the CPU in numpy (the pixel steps' matrix products in torch, on the same memory), where
+a call costs a fraction of torch's. Exact arithmetic gives the same integers either way.
+
 Outputs: Gaussians as exact float64 values (means in steps of 2**-12, standard deviations
-in steps of 2**-24); pixel-head parameters as activation integers (float64), in the head
-layout of `bbcodec.models.heads`, with the same constraints (`clamp_head`).
+in steps of 2**-24); pixel-head parameters as activation integers (float64, on the CPU),
+in the head layout of `bbcodec.models.heads`, with the same constraints (`_head_bounds`).
 """
 
 from __future__ import annotations
@@ -87,16 +92,22 @@ class ExactAffine:
 
     def linear(self, x_fixed: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         """(..., in) → (..., out), torch or numpy (the same integers)."""
-        if isinstance(x_fixed, np.ndarray):
-            weight, bias = self.numpy_weights
-            return fp.floor_shift(x_fixed @ weight.T + bias, self.shift)
+        if isinstance(x_fixed, np.ndarray):  # a torch product on the numpy memory (numpy's
+            # BLAS threads are nobody's setting; they made a small product ~10x slower)
+            weight, bias = self.cpu_weights
+            acc = F.linear(torch.from_numpy(x_fixed), weight, bias).numpy()
+            return fp.floor_shift(acc, self.shift)
         return fp.floor_shift(F.linear(x_fixed, self.weight, self.bias), self.shift)
 
     @functools.cached_property
+    def cpu_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weight and bias on the CPU (for numpy inputs)."""
+        return self.weight.cpu(), self.bias.cpu()
+
+    @functools.cached_property
     def numpy_weights(self) -> tuple[np.ndarray, np.ndarray]:
-        """The weight and bias as numpy arrays (for small layers, where numpy's per-call
-        cost is a fraction of torch's)."""
-        return self.weight.cpu().numpy(), self.bias.cpu().numpy()
+        """The weight and bias as numpy arrays."""
+        return tuple(tensor.numpy() for tensor in self.cpu_weights)
 
     def conv1d(self, x_fixed: torch.Tensor, padding: int = 0) -> torch.Tensor:
         """(N, in, L) → (N, out, L')."""
@@ -265,36 +276,116 @@ def to_fixed(values: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
 
 
 # ----- the pixel decoder ------------------------------------------------------------------
+#
+# A decoder runs the pixel network once per wavefront step, on a few dozen positions, so
+# the step path runs on the CPU in numpy (whose calls cost a fraction of torch's; the
+# matrix products are torch's, on the same memory) on channel-major (C, N) arrays of
+# N = B · n positions (image-major), in the fewest operations that give the integers of
+# `ExactAffine.linear` and `fp` exactly:
+#
+# - a layer multiplies by its weights × 2**-shift, the bias a column of them times an input
+#   row of ones (`_StepLayer`): scaling by a power of two is exact, so every product and
+#   partial sum is the integer one × 2**-shift, and the floor of the result is
+#   `floor_shift`'s;
+# - tables are read from their start (`fp.Table.from_low`) with ``np.take(mode="clip")``,
+#   which clamps the index. A layer output that only indexes a table has the table's start
+#   subtracted in its bias; it needs no ±ACTIVATION_BOUND clamp (the table's is within it)
+#   and no floor (truncation differs from it only below 0, where the clamp gives entry 0);
+# - hidden activations are held from the elu table's start (h − L) and index it as they are;
+# - a ±ACTIVATION_BOUND clamp that the bounds of its inputs make a no-op is left out.
+
+
+#: Most positions a pixel step computes at once: an encoder's pass of thousands runs in
+#: pieces of this many, whose (C, ·) arrays stay in the CPU's caches.
+STEP_COLUMNS = 512
+
+
+class _StepLayer:
+    """An `ExactAffine` as the pixel steps apply it: ``weight @ x`` for channel-major inputs
+    x (in + 1, N) whose last row is ones, ``weight`` = [W | b − offset · 2**shift] ·
+    2**-shift (out, in + 1), a float64 tensor. Every product and partial sum is an integer
+    below 2**53 times 2**-shift, exact in float64 in any order: ``weight @ x`` is exactly
+    ``(W x + b) / 2**shift − offset``, and its floor `ExactAffine.linear`'s before the clamp.
+
+    Args:
+        affine: the layer.
+        input_bound: the largest |input| (activation integers).
+        offset: integers subtracted from the outputs, (out,) or one for all.
+    Raises:
+        ValueError: a worst-case sum that could reach 2**53.
+    """
+
+    def __init__(
+        self,
+        affine: ExactAffine,
+        input_bound: float = fp.ACTIVATION_BOUND,
+        offset: float | np.ndarray = 0.0,
+    ):
+        weight, bias = affine.numpy_weights
+        bias = bias - np.asarray(offset, dtype=np.float64) * 2.0**affine.shift
+        worst = float((np.abs(weight).sum(1) * input_bound + np.abs(bias)).max())
+        if worst >= fp.EXACT_LIMIT:
+            raise ValueError("a pixel step's layer could exceed 2**53 in exact arithmetic")
+        self.weight = torch.from_numpy(
+            np.concatenate([weight, bias[:, None]], 1) * 2.0**-affine.shift
+        )
+        #: Whether ``floor(weight @ x)`` can leave ±ACTIVATION_BOUND (else `__call__`
+        #: leaves the clamp out).
+        self.clamps = worst * 2.0**-affine.shift > fp.ACTIVATION_BOUND
+
+    def sums(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(in + 1, N) → (out, N): ``(W x + b) / 2**shift − offset``, exact (into ``out``,
+        C-contiguous, if given). A torch product on the numpy arrays' memory: it runs
+        with the coder's torch threads (numpy's BLAS threads are nobody's setting)."""
+        if out is None:
+            out = np.empty((self.weight.shape[0], x.shape[1]))
+        torch.mm(self.weight, torch.from_numpy(x), out=torch.from_numpy(out))
+        return out
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(in + 1, N) → (out, N) activation integers: `ExactAffine.linear` (no offset)."""
+        y = self.sums(x, out)
+        np.floor(y, out=y)
+        if self.clamps:
+            np.clip(y, -fp.ACTIVATION_BOUND, fp.ACTIVATION_BOUND, out=y)
+        return y
 
 
 class IntegerCausalConv:
     """`bbcodec.models.pixelcnn.CausalConv` read at given positions (its step form)."""
 
-    def __init__(self, conv, device):
+    def __init__(self, conv):
         self.rows_above, self.half_width = conv.rows_above, conv.half_width
-        rows, cols = torch.nonzero(conv.mask, as_tuple=True)
-        self.d_rows = (rows - conv.rows_above).to(device)
-        self.d_cols = (cols - conv.half_width).to(device)
-        self.affine = ExactAffine.of(conv.tap_weight(), conv.bias, device=device)
+        self.d_rows, self.d_cols = (t.numpy() for t in conv.taps())
+        affine = ExactAffine.of(conv.tap_weight(), conv.bias)
+        self.layer = _StepLayer(affine, input_bound=fp.ONE)  # pixels are within ±1
 
-    def at(self, canvas, pad: tuple[int, int], rows, cols) -> torch.Tensor:
-        """As `CausalConv.at`: (B · n, C_out) activation integers, position-minor."""
-        top, side = pad
-        patch = canvas[
-            :, :, (top + rows)[:, None] + self.d_rows, (side + cols)[:, None] + self.d_cols
-        ]
-        return self.affine.linear(patch.transpose(1, 2).flatten(2).flatten(0, 1))
+    def at(self, canvas: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """As `CausalConv.at`, channel-major: (C_out, N) activation integers.
+
+        Args:
+            canvas: the stepper's (B, C_in, H', W') canvas (C-contiguous).
+            positions: (N,) int64, each position's flat index in ``canvas``, channel 0.
+        """
+        _, channels, height, width = canvas.shape
+        plane = np.arange(channels)[:, None] * (height * width)
+        taps = (plane + self.d_rows * width + self.d_cols).ravel()  # tap_weight's order
+        x = np.empty((taps.size + 1, positions.size))
+        np.take(canvas.reshape(-1), taps[:, None] + positions, mode="clip", out=x[:-1])
+        x[-1] = 1.0
+        return self.layer(x)
 
 
 class IntegerRowContext:
-    """`bbcodec.models.pixelcnn.RowContext`'s recurrence and outputs, exact."""
+    """`bbcodec.models.pixelcnn.RowContext`'s recurrence (torch, once per row) and outputs,
+    exact, on the CPU."""
 
-    def __init__(self, row, device):
+    def __init__(self, row):
         self.hidden = row.hidden
-        self.embed = ExactAffine.of_layer(row.embed, device)
-        self.update = ExactAffine.of_layer(row.update, device)
-        self.out = ExactAffine.of_layer(row.out, device)
-        self.left = IntegerCausalConv(row.left, device)
+        self.embed = ExactAffine.of_layer(row.embed)
+        self.update = ExactAffine.of_layer(row.update)
+        self.out = ExactAffine.of_layer(row.out)
+        self.left = IntegerCausalConv(row.left)
 
     def next_state(self, h: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
         """h (B, hidden, W), row (B, C_in, W) activation integers → the next state."""
@@ -304,92 +395,180 @@ class IntegerRowContext:
         gate = fp.sigmoid(gate)
         return fp.rescale(gate * h + (fp.ONE - gate) * fp.tanh(cand), fp.FRAC_BITS)
 
+    def above(self, h: torch.Tensor) -> np.ndarray:
+        """The state h (B, hidden, W) read out: (C, B, W) activation integers."""
+        return self.out.linear(h.numpy().transpose(0, 2, 1)).transpose(2, 0, 1)
+
 
 class IntegerPixelDecoder:
-    """`bbcodec.models.pixelcnn.PixelDecoder`'s step path in exact arithmetic."""
+    """`bbcodec.models.pixelcnn.PixelDecoder`'s step path in exact arithmetic, numpy on the
+    CPU (see above). Its hidden activations are held from the elu table's start: h − L,
+    L = ``elu_low`` (the table's first point)."""
 
-    def __init__(self, decoder, device):
+    def __init__(self, decoder):
         self.kind, self.image_hw, self.n_mixtures = (
             decoder.kind,
             decoder.image_hw,
             decoder.n_mixtures,
         )
-        self.local = IntegerCausalConv(decoder.local, device)
-        self.row = None if decoder.row is None else IntegerRowContext(decoder.row, device)
+        self.receptive_field = decoder.receptive_field
+        self.local = IntegerCausalConv(decoder.local)
+        self.row = None if decoder.row is None else IntegerRowContext(decoder.row)
+        elu, tanh, sigmoid = fp.elu_negative_table(), fp.tanh_table(), fp.sigmoid_table()
+        if max(np.abs(tanh.values).max(), np.abs(sigmoid.values).max()) > fp.ONE:
+            raise ValueError("a gate's table leaves ±1")  # the outer layers' input bound
+        self.elu_low = elu.low
+        self._elu_values = elu.from_low() + elu.low  # e^x − 1 + L at x = L + index
+        self._tanh_values = tanh.from_low()
+        self._sigmoid_values = sigmoid.from_low() * 2.0**-fp.FRAC_BITS  # tanh · this: `fp.mul`
+        channels = decoder.head.in_features
+        gate_starts = np.repeat([tanh.low, sigmoid.low], channels)  # the inner layer's a, b
         self.blocks = [
-            (ExactAffine.of_layer(b.inner, device), ExactAffine.of_layer(b.outer, device))
+            (
+                _StepLayer(ExactAffine.of_layer(b.inner), offset=gate_starts),
+                _StepLayer(ExactAffine.of_layer(b.outer), input_bound=fp.ONE),  # tanh · σ
+            )
             for b in decoder.blocks
         ]
-        self.head = ExactAffine.of_layer(decoder.head, device)
-        self.receptive_field = decoder.receptive_field
+        self.head_low, self.head_high, self.coeffs = _head_bounds(self.kind, self.n_mixtures, tanh)
+        self.param_channels = decoder.head.out_features
+        head_starts = np.zeros(self.param_channels)
+        if self.coeffs is not None:
+            head_starts[self.coeffs] = tanh.low
+        self.head = _StepLayer(ExactAffine.of_layer(decoder.head), offset=head_starts)
 
-    def finish(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(n, C) hidden activations → (n, P) constrained head parameters (integers)."""
+    def finish(self, hidden: np.ndarray) -> np.ndarray:
+        """(C, N) hidden activations (from the elu table's start; overwritten) → (P, N)
+        constrained head parameters, activation integers."""
+        c, n = hidden.shape
+        elu, gated = np.empty((c + 1, n)), np.empty((c + 1, n))  # + a row of ones: the bias
+        elu[-1] = gated[-1] = 1.0
+        sums, sigma, scratch = np.empty((2 * c, n)), np.empty((c, n)), np.empty((c, n))
+        index = np.empty((2 * c, n), dtype=np.int64)
+        bound = fp.ACTIVATION_BOUND
         for inner, outer in self.blocks:
-            a, b = inner.linear(fp.elu(hidden)).chunk(2, -1)
-            hidden = (hidden + outer.linear(fp.mul(fp.tanh(a), fp.sigmoid(b)))).clamp_(
-                -fp.ACTIVATION_BOUND, fp.ACTIVATION_BOUND
-            )
-        return clamp_head(self.kind, self.head.linear(fp.elu(hidden)), self.n_mixtures)
+            self._elu(hidden, elu[:-1], index[:c], scratch)
+            inner.sums(elu, sums)  # a, b from their tables' starts
+            np.copyto(index, sums, casting="unsafe")
+            np.take(self._tanh_values, index[:c], mode="clip", out=gated[:-1])
+            np.take(self._sigmoid_values, index[c:], mode="clip", out=sigma)
+            gated[:-1] *= sigma  # tanh(a) · σ(b), rounded half up: within ±1
+            gated[:-1] += 0.5
+            np.floor(gated[:-1], out=gated[:-1])
+            hidden += outer(gated, scratch)
+            np.clip(hidden, -bound - self.elu_low, bound - self.elu_low, out=hidden)
+        self._elu(hidden, elu[:-1], index[:c], scratch)
+        head = self.head.sums(elu)
+        np.floor(head, out=head)
+        np.clip(head, self.head_low, self.head_high, out=head)
+        if self.coeffs is not None:  # tanh, from the table's start
+            coeffs = head[self.coeffs]
+            np.take(self._tanh_values, coeffs.astype(np.int64), mode="clip", out=coeffs)
+        return head
+
+    def _elu(
+        self, hidden: np.ndarray, out: np.ndarray, index: np.ndarray, scratch: np.ndarray
+    ) -> None:
+        """`fp.elu` of (C, N) hidden activations held from the table's start, into ``out``:
+        ``max(h, 0) + (e^x − 1 at x = clamp(h, L, 0))``; index, scratch: (C, N) work space."""
+        np.copyto(index, hidden, casting="unsafe")
+        np.take(self._elu_values, index, mode="clip", out=out)
+        out += np.maximum(hidden, -self.elu_low, out=scratch)
 
     def stepper(self, features_fixed: torch.Tensor) -> IntegerPixelStepper:
         return IntegerPixelStepper(self, features_fixed)
 
 
-def clamp_head(kind: str, params_fixed: torch.Tensor, n_mixtures: int) -> torch.Tensor:
-    """`bbcodec.models.heads.clamp_params` on activation integers: the log-scale floor,
-    tanh (a table) on the RGB coefficients."""
-    if kind == "binary":
-        return params_fixed
+def _head_bounds(
+    kind: str, n_mixtures: int, tanh: fp.Table
+) -> tuple[np.ndarray, np.ndarray, slice | None]:
+    """`bbcodec.models.heads.clamp_params` on activation integers as a clamp of each head
+    output (its lows and highs, (P, 1) each): ±ACTIVATION_BOUND, the log-scale floor, and
+    for the RGB coefficients (rows ``coeffs``, or None) their tanh table's index range
+    (the head subtracts the table's start from them; the caller reads the table)."""
     k = n_mixtures
-    floor = MIN_LOG_SCALE * fp.ONE
-    if kind == "grey":
-        logits, means, log_scales = params_fixed.split(k, dim=-1)
-        return torch.cat([logits, means, log_scales.clamp(min=floor)], dim=-1)
-    logits, means, log_scales, coeffs = params_fixed.split([k, 3 * k, 3 * k, 3 * k], dim=-1)
-    return torch.cat([logits, means, log_scales.clamp(min=floor), fp.tanh(coeffs)], -1)
+    parts = {"binary": [1], "grey": [k, k, k], "rgb": [k, 3 * k, 3 * k, 3 * k]}[kind]
+    low = np.full(sum(parts), -float(fp.ACTIVATION_BOUND))
+    high = np.full(sum(parts), float(fp.ACTIVATION_BOUND))
+    coeffs = None
+    if kind != "binary":
+        low[sum(parts[:2]) : sum(parts[:3])] = MIN_LOG_SCALE * fp.ONE
+    if kind == "rgb":
+        coeffs = slice(sum(parts[:3]), sum(parts))
+        low[coeffs], high[coeffs] = 0.0, tanh.high - tanh.low
+    return low[:, None], high[:, None], coeffs
 
 
 class IntegerPixelStepper(PixelStepper):
-    """`bbcodec.models.pixelcnn.PixelStepper` in exact arithmetic: the same steps, canvas
-    and row state as activation integers (float64), parameters as activation integers.
-    ``features`` may be float32: activation integers (|a| ≤ 2**23) are exact in it."""
+    """`bbcodec.models.pixelcnn.PixelStepper` in exact arithmetic: the same steps, with the
+    canvas and row state as activation integers (float64) on the CPU and the step path in
+    numpy (`IntegerPixelDecoder`); parameters are activation integers, CPU tensors.
+    ``features`` may be float32 (activation integers, |a| ≤ 2**23, are exact in it) and on
+    any device (a step reads its positions' features from it)."""
 
     canvas_dtype = DTYPE
+    canvas_device = "cpu"
 
     def _prepare(self) -> None:
-        pass  # the taps' integer weights are the decoder's (`IntegerCausalConv`)
+        self._canvas = self.canvas.numpy()  # the same memory
 
-    def _local_at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        return self.decoder.local.at(self.canvas, self.pad, rows, cols)
+    def _local_params(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return self._params_at(rows.cpu().numpy(), cols.cpu().numpy())
 
-    def _left_at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        return self.decoder.row.left.at(self.canvas, self.pad, rows, cols)
+    def params(self, t: int) -> torch.Tensor:
+        i, j = divmod(t, self.image_hw[1])
+        if self.decoder.row is not None and j == 0:
+            self._enter_row(i)
+        return self._params_at(np.array([i]), np.array([j]))[:, 0]
 
-    def _row_out(self) -> torch.Tensor:
-        return self.decoder.row.out.linear(self.row_state.transpose(1, 2))
-
-    def _finish(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.decoder.finish(hidden)
-
-    def _input(self, pixels: torch.Tensor) -> torch.Tensor:
-        return pixels_fixed(self.decoder.kind, pixels)
-
-    @torch.no_grad()
     def raster_rows(self) -> Iterator[torch.Tensor]:
         """A row-context decoder's parameters of every pixel, one image row at a time,
         (B, W, P) each, for an encoder whose canvas holds the whole images (`write_all`):
         the integers ``params(t)`` gives pixel by pixel (exact arithmetic does not depend
         on how many positions a pass takes), at the cost of one pass per row."""
         height, width = self.image_hw
-        batch = self.canvas.shape[0]
-        cols = torch.arange(width)
+        cols = np.arange(width)
         for i in range(height):
-            rows = torch.full((width,), i)
             self._enter_row(i)
-            features = self.features[:, i].flatten(0, 1).to(self.canvas.dtype)
-            hidden = self._local_at(rows, cols) + features + self.row_above.flatten(0, 1)
-            yield self._finish(hidden + self._left_at(rows, cols)).view(batch, width, -1)
+            yield self._params_at(np.full(width, i), cols)
+
+    def _row_out(self) -> np.ndarray:
+        return self.decoder.row.above(self.row_state)  # (C, B, W)
+
+    def _input(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels_fixed(self.decoder.kind, pixels.cpu())  # for the CPU canvas
+
+    def _params_at(self, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
+        """(B, n, P) parameters at n positions (int64 (n,) each); with a row context, on
+        the row entered last (`_enter_row`)."""
+        dec = self.decoder
+        batch, channels, height, width = self._canvas.shape
+        top, side = self.pad
+        image = np.arange(batch)[:, None] * (channels * height * width)
+        positions = (image + (top + rows) * width + side + cols).ravel()
+        # The terms added to the local convolution, from the elu table's start.
+        terms = np.subtract(self._features_at(rows, cols), dec.elu_low, dtype=np.float64)
+        if dec.row is not None:
+            terms += self.row_above[:, :, cols].reshape(len(terms), -1)
+        params = np.empty((positions.size, dec.param_channels))
+        for start in range(0, positions.size, STEP_COLUMNS):
+            part = slice(start, start + STEP_COLUMNS)
+            hidden = dec.local.at(self._canvas, positions[part])
+            hidden += terms[:, part]
+            if dec.row is not None:
+                hidden += dec.row.left.at(self._canvas, positions[part])
+            params[part] = dec.finish(hidden).T
+        return torch.from_numpy(params.reshape(batch, len(rows), -1))
+
+    def _features_at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(C, B · n) the features at n positions, on the CPU (a channel-major view; float32
+        or float64, as the features are)."""
+        features = self.features
+        if features.device.type == "cpu":
+            at = features.numpy()[:, rows, cols]
+        else:
+            at = features[:, torch.from_numpy(rows), torch.from_numpy(cols)].cpu().numpy()
+        return at.reshape(-1, at.shape[-1]).T
 
 
 # ----- the model ----------------------------------------------------------------------------
@@ -405,7 +584,8 @@ class IntegerModel:
 
     Args:
         model: the float model (its weights are read once, here).
-        device: where the twin computes (results are the same on every device).
+        device: where the encoders and the feature network compute (the prior and the
+            pixel steps run on the CPU); results are the same on every device.
     """
 
     def __init__(self, model, device="cpu"):
@@ -417,7 +597,7 @@ class IntegerModel:
             self.encoder = IntegerAntiCausalEncoder(model.encoder, device)
         self.prior = IntegerMadePrior(model.coding_prior, "cpu")  # numpy: see the class
         self.features = IntegerLatentToFeatures(model.to_features, device)
-        self.decoder = IntegerPixelDecoder(model.decoder, device)
+        self.decoder = IntegerPixelDecoder(model.decoder)  # numpy on the CPU: see the class
 
     @torch.no_grad()
     def posterior(self, x: torch.Tensor) -> Gaussian:

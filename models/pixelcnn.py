@@ -19,9 +19,10 @@ contents, as the decoder, so the parameters handed to the entropy coder are bit-
 by construction. The all-at-once path (`PixelDecoder.forward`, convolutions over the whole
 image) is used for training and for the ELBO; it equals the step path to float rounding
 (tested), not bit for bit. A step costs a few small matrix products on a (B, ·) batch —
-never a full-image pass. The integer twin's stepper (`bbcodec.models.exact`) gives the
-same integers however many positions a call takes, so there the encoder takes many steps
-per call (``params_at`` on many positions, ``raster_rows``).
+never a full-image pass. The integer twin's stepper (`bbcodec.models.exact`; numpy on the
+CPU, whatever the device) gives the same integers however many positions a call takes, so
+there the encoder takes many steps per call (``params_at`` on many positions,
+``raster_rows``).
 """
 
 from __future__ import annotations
@@ -246,8 +247,9 @@ class PixelStepper:
             caller may fill ``features`` region by region before stepping there).
     """
 
-    #: dtype of the canvas and row state (None: the features').
+    #: dtype and device of the canvas and row state (None: the features').
     canvas_dtype: torch.dtype | None = None
+    canvas_device: str | None = None
 
     def __init__(self, decoder: PixelDecoder, features: torch.Tensor):
         self.decoder = decoder
@@ -262,7 +264,10 @@ class PixelStepper:
         side = max(decoder.local.half_width, width - 1 if decoder.row is not None else 0)
         self.pad = (top, side)
         in_ch = IN_CHANNELS[decoder.kind]
-        on = {"dtype": self.canvas_dtype or features.dtype, "device": features.device}
+        on = {
+            "dtype": self.canvas_dtype or features.dtype,
+            "device": self.canvas_device or features.device,
+        }
         self.canvas = torch.zeros(batch, in_ch, height + top, width + 2 * side, **on)
         self.row_state = None
         self.row_above = None
