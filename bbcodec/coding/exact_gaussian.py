@@ -16,14 +16,32 @@ symbols per σ):
    a prior (``windowed=False``), outer bins on each side that double in size outwards and
    cover the rest of the grid, taking the Gaussian's tail masses;
 2. its **offset** in the bin: a table of the b Gaussian masses for an inner bin, uniform
-   for an outer bin (reached only by latents far out in the prior's tails).
+   for an outer bin (reached only by latents far out in the prior's tails); none for a bin
+   of one symbol.
 
 A posterior (``windowed=True``) has only the inner bins: bits-back pops land in its window.
 
-Symbols are coded in consecutive groups of ``group_size`` (flat C order): popping a group
-pops its bins, then its offsets; pushing does the reverse, last group first. A leaf built
-on the concatenated parameters of several steps (`bbcodec.coding.AutoRegressive`) then
-pushes what the steps' leaves pop, if ``group_size`` is the symbols per step.
+Symbols are coded in consecutive groups of ``group_size`` (flat C order). Popping a group
+pops its bins, then its offsets: those in inner bins by bin size ascending (one table per
+size), then those in outer bins; rows in order within each. Pushing codes the reverse, last
+group first. A leaf built on the concatenated parameters of several steps
+(`bbcodec.coding.AutoRegressive`) then pushes what the steps' leaves pop, if ``group_size``
+is the symbols per step.
+
+A push needs no table. Every table entry is the difference of the CDF at two bin edges
+(integers in units of 2**-FINE_BITS, so every running sum of a table is exact), and
+where ``Categorical(perfect=False)`` puts a symbol depends on its table only through the
+sums before it, through it and of all entries (`categorical_ranges`): the CDF at four edges
+of each stage. A push therefore codes every symbol's two ranges (uniform offsets':
+`uniform_ranges`) with small tables that give the symbol exactly that range
+(`range_pushes`), all stages of all groups in one call in pop order: the bits of the whole
+tables. The same ranges give the fixed-point probabilities the information meter reads. A
+pop needs the tables it decodes with: a group's bin tables, then the offset tables of each
+inner bin size.
+
+An inner bin far out in the window may have no mass at all (Φ's table is 0 or 1 there);
+constriction accepts no offset table of zeros, so a symbol in such a bin cannot be coded
+(a push refuses it; a posterior pop lands there with probability 2**-24 per such bin).
 """
 
 from __future__ import annotations
@@ -31,6 +49,7 @@ from __future__ import annotations
 import decimal
 import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import constriction
 import numpy as np
@@ -41,8 +60,9 @@ from bbcodec.coding.leaves import LatentGrid, coder_symbols, record_pop, record_
 from bbcodec.coding.message import Message, MessageUnderflowError
 from bbcodec.coding.quantization import (
     PROBABILITY_BITS,
-    categorical_fixed_point,
-    uniform_fixed_point,
+    categorical_ranges,
+    range_pushes,
+    uniform_ranges,
 )
 
 __all__ = ["ExactGaussian", "normal_cdf_table"]
@@ -50,9 +70,11 @@ __all__ = ["ExactGaussian", "normal_cdf_table"]
 _CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 #: Inner bins each side of the mean.
 INNER_BINS_PER_SIDE = 8
+_INNER_BINS = 2 * INNER_BINS_PER_SIDE
 #: Φ is read on [−CDF_RANGE, CDF_RANGE] (beyond: 0 or 1).
 CDF_RANGE = 8
 _TOTAL = float(2**fp.FINE_BITS)
+_PROBABILITY_TOTAL = float(2**PROBABILITY_BITS)
 
 
 @functools.cache
@@ -76,19 +98,64 @@ def normal_cdf_table() -> fp.Table:
 _PI_40 = "3.141592653589793238462643383279502884197"
 
 
-def _cdf(edges: np.ndarray, means: np.ndarray, stds: np.ndarray) -> np.ndarray:
-    """Φ((edge − μ)/σ) in units of 2**-FINE_BITS, all in grid units (any broadcastable
-    shapes): one IEEE subtraction and division, an exact rounding to 2**-12, the table."""
-    t = np.clip((edges - means) / stds, -CDF_RANGE - 1, CDF_RANGE + 1)
-    return normal_cdf_table()(np.floor(t * fp.ONE + 0.5))
+def _edge_cdf(edges: np.ndarray, means: np.ndarray, stds: np.ndarray, n_half: int) -> np.ndarray:
+    """The Gaussian mass below grid edges, in units of 2**-FINE_BITS (integers).
+
+    Edge ``e`` is the boundary between symbols ``e − 1`` and ``e``: the mass below it is
+    ``Φ((e − ½ − μ)/σ)`` — one IEEE subtraction and division, ``t`` clamped to ±8 and
+    rounded half up to 2**-12, the table — except 0 at or below the grid's first symbol
+    ``−n_half`` and all of it beyond the last, ``n_half`` (the end symbols take the
+    tails). The mass of symbols ``[start, end)`` is ``cdf(end) − cdf(start)``.
+
+    Args:
+        edges: int64 edges, grid units, any shape broadcastable against ``means``.
+        means: float64 means, grid units.
+        stds: float64 standard deviations, grid units, > 0.
+        n_half: the grid's symbols run over ``−n_half..n_half``.
+
+    Returns:
+        float64 integers in 0..2**FINE_BITS, the broadcast shape.
+    """
+    table = normal_cdf_table()
+    t = np.minimum(np.maximum((edges - 0.5 - means) / stds, -CDF_RANGE), CDF_RANGE)
+    cdf = table.from_low()[(np.floor(t * fp.ONE + 0.5) - table.low).astype(np.int64)]
+    return np.where(edges <= -n_half, 0.0, np.where(edges > n_half, _TOTAL, cdf))
 
 
-def _masses(starts: np.ndarray, ends: np.ndarray, lo: int, hi: int, means, stds) -> np.ndarray:
-    """Gaussian masses (2**-FINE_BITS units) of symbol ranges [start, end) on the grid
-    [lo, hi]; the first and last symbols take the tails; empty ranges get 0."""
-    upper = np.where(ends > hi, _TOTAL, _cdf(ends - 0.5, means, stds))
-    lower = np.where(starts <= lo, 0.0, _cdf(starts - 0.5, means, stds))
-    return np.where(ends > starts, upper - lower, 0.0)
+@functools.cache
+def _edge_steps(windowed: bool, n_symbols: int) -> np.ndarray:
+    """int64 bin edges in inner bins' sizes from the centre, for a grid of ``n_symbols``:
+    the inner ones −8 … 8, and for a prior (not ``windowed``) outer ones that double
+    outwards, ±8·2**k for k = 1 … K with 2**K > ``n_symbols`` (past either end of the grid
+    from any centre; the layout clamps them to it)."""
+    inner = np.arange(-INNER_BINS_PER_SIDE, INNER_BINS_PER_SIDE + 1, dtype=np.int64)
+    outer = INNER_BINS_PER_SIDE * 2 ** np.arange(1, np.frexp(float(n_symbols))[1] + 1)
+    steps = inner if windowed else np.concatenate([-outer[::-1], inner, outer])
+    steps.flags.writeable = False  # shared by every leaf
+    return steps
+
+
+class _Ranges(NamedTuple):
+    """Where the coder puts each symbol (flat, n), in both stages.
+
+    Attributes:
+        widths: int64 ``(n,)`` symbols in each symbol's bin: an offset stage where ≥ 2.
+        outer: bool ``(n,)`` whether the bin is an outer one (uniform offsets).
+        bin_ranges: int64 ``(n,)`` starts and ``(n,)`` numerators (out of 2**24) of the
+            bins in their bin tables.
+        offset_ranges: the same for the offsets in their offset tables (start 0 and
+            numerator 2**24 where there is no offset stage).
+    """
+
+    widths: np.ndarray
+    outer: np.ndarray
+    bin_ranges: tuple[np.ndarray, np.ndarray]
+    offset_ranges: tuple[np.ndarray, np.ndarray]
+
+    def probabilities(self) -> np.ndarray:
+        """float64 ``(n,)`` probabilities × 2**24: both stages' numerators multiplied (the
+        second one divided by 2**24; may be below 1)."""
+        return self.bin_ranges[1].astype(np.float64) * (self.offset_ranges[1] / _PROBABILITY_TOTAL)
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,139 +186,164 @@ class ExactGaussian:
                 f"exact Gaussians need a grid of at least {2 * INNER_BINS_PER_SIDE + 1} "
                 f"symbols, got {self.grid.n_symbols}"
             )
-        object.__setattr__(self, "means", means)
-        object.__setattr__(self, "stds", stds)
-        object.__setattr__(self, "_layout", self._bins())
         size = means.size if self.group_size is None else self.group_size
         if size < 1 and means.size or (size and means.size % size):
             raise ValueError(f"group_size {size} must be >= 1 and divide {means.size} symbols")
-        object.__setattr__(
-            self,
-            "_groups",
-            [np.arange(start, start + size) for start in range(0, means.size, max(size, 1))],
-        )
+        object.__setattr__(self, "means", means)
+        object.__setattr__(self, "stds", stds)
+        object.__setattr__(self, "_group", max(size, 1))
+        self._lay_out()
 
     # ----- layout -------------------------------------------------------------------------
-    def _bins(self) -> dict[str, np.ndarray]:
-        """Per symbol (flat): grid-unit mean and std, bin size b, and every bin's start
-        and end, (n, n_bins) int64, ordered outermost left … inner … outermost right."""
+    def _lay_out(self) -> None:
+        """Sets, per symbol (flat, n): ``_mu`` and ``_sigma``, float64 mean and std in grid
+        units; ``_edges``, int64 (n, n_bins + 1), bin j holding the symbols
+        ``_edges[:, j] .. _edges[:, j + 1] − 1`` (outer bins may be empty), ordered
+        outermost left … the sixteen inner bins from column ``_first_inner`` … outermost
+        right."""
         lo, hi = -self.grid.n_half, self.grid.n_half
-        means, stds = self.means.ravel() / self.grid.step, self.stds.ravel() / self.grid.step
-        inner = 2 * INNER_BINS_PER_SIDE
-        largest = int(np.frexp(float(hi - lo + 1) / inner)[1]) - 1  # 2**largest · 16 ≤ size
-        exponent = np.frexp(stds)[1] - 1  # 2**exponent ≤ σ < 2**(exponent + 1)
-        size = np.ldexp(1.0, np.clip(exponent, 0, largest)).astype(np.int64)
-        half = INNER_BINS_PER_SIDE * size
-        centre = np.clip(np.rint(means).astype(np.int64), lo + half, hi + 1 - half)
-        steps = np.arange(inner) - INNER_BINS_PER_SIDE
-        starts = centre[:, None] + steps * size[:, None]
-        ends = starts + size[:, None]
-        if not self.windowed:
-            n_outer = int(np.frexp(float(hi - lo + 1))[1])  # doubling bins reach any end
-            reach = half[:, None] * (2 ** np.arange(n_outer + 1) - 1)  # (n, n_outer + 1)
-            left_edges = np.maximum(starts[:, :1] - reach, lo)  # outward from the window
-            right_edges = np.minimum(ends[:, -1:] + reach, hi + 1)
-            starts = np.concatenate([left_edges[:, :0:-1], starts, right_edges[:, :-1]], 1)
-            ends = np.concatenate([left_edges[:, -2::-1], ends, right_edges[:, 1:]], 1)
-        masses = _masses(starts, ends, lo, hi, means[:, None], stds[:, None])
-        return {"means": means, "stds": stds, "size": size, "starts": starts, "ends": ends,
-                "masses": masses}  # fmt: skip
+        mu, sigma = self.means.ravel() / self.grid.step, self.stds.ravel() / self.grid.step
+        largest = int(np.frexp(float(hi - lo + 1) / _INNER_BINS)[1]) - 1  # 2**largest·16 ≤ size
+        exponent = np.frexp(sigma)[1] - 1  # 2**exponent ≤ σ < 2**(exponent + 1)
+        size = np.left_shift(1, np.minimum(np.maximum(exponent, 0), largest), dtype=np.int64)
+        half = INNER_BINS_PER_SIDE * size  # the inner window's half-width, kept in the grid
+        centre = np.minimum(np.maximum(np.rint(mu).astype(np.int64), lo + half), hi + 1 - half)
+        steps = _edge_steps(self.windowed, hi - lo + 1)
+        edges = np.minimum(np.maximum(centre[:, None] + size[:, None] * steps, lo), hi + 1)
+        for name, value in (("_mu", mu), ("_sigma", sigma), ("_edges", edges)):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_first_inner", (steps.size - 1 - _INNER_BINS) // 2)
 
-    def _locate(self, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each symbol's bin (column) and offset in it."""
-        layout = self._layout
+    def _cdf_at(self, edges: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
+        """`_edge_cdf` at int64 edges (r, k) of the symbols ``rows`` (r of them)."""
+        return _edge_cdf(edges, self._mu[rows, None], self._sigma[rows, None], self.grid.n_half)
+
+    def _outer(self, bins: np.ndarray) -> np.ndarray:
+        """bool: whether each of int ``bins`` (any shape) is an outer bin."""
+        return (bins < self._first_inner) | (bins >= self._first_inner + _INNER_BINS)
+
+    def _offset_runs(
+        self, widths: list[int], outer: list[bool]
+    ) -> list[tuple[list[int], int, bool]]:
+        """The offset stage of one group as the pops that code it, in order (module
+        docstring): rows in inner bins by bin width ascending, then rows in outer bins,
+        rows ascending within each; consecutive rows whose bins have the same kind and
+        width share a pop. From the group's rows' bin widths and outer flags (lists, the
+        rows in order); returns (rows, as indices in the group; width; outer) per pop."""
+        coded = [row for row, width in enumerate(widths) if width > 1]
+        coded.sort(key=lambda row: (outer[row], 0 if outer[row] else widths[row]))
+        runs: list[tuple[list[int], int, bool]] = []
+        for row in coded:
+            if runs and runs[-1][1:] == (widths[row], outer[row]):
+                runs[-1][0].append(row)
+            else:
+                runs.append(([row], widths[row], outer[row]))
+        return runs
+
+    # ----- ranges (push and rates) --------------------------------------------------------
+    def _ranges(self, symbols: np.ndarray) -> _Ranges:
+        """Where the coder puts each of int ``symbols`` (shaped like ``means``): its ranges
+        in both stages (`categorical_ranges`, from the CDF at the edges that bound the
+        sums).
+
+        Raises:
+            ValueError: a symbol outside the window (``windowed``) or the grid, or in an
+                inner bin without mass (module docstring).
+        """
+        edges = self._edges
         flat = coder_symbols(symbols).astype(np.int64)
-        inside = (layout["starts"] <= flat[:, None]) & (flat[:, None] < layout["ends"])
-        if not np.all(inside.any(axis=1)):
+        if flat.size != edges.shape[0]:
+            raise ValueError(f"expected {edges.shape[0]} symbols, got {flat.size}")
+        if np.any((flat < edges[:, 0]) | (flat >= edges[:, -1])):
             raise ValueError("a latent symbol lies outside its posterior window or the grid")
-        bins = inside.argmax(axis=1)
+        bins = (edges[:, 1:] <= flat[:, None]).sum(axis=1)  # bins ending at or before it
         rows = np.arange(flat.size)
-        return bins, flat - layout["starts"][rows, bins]
-
-    def _offset_groups(
-        self, rows: np.ndarray, bins: np.ndarray
-    ) -> list[tuple[str, int, np.ndarray]]:
-        """The offset stage of some rows (with their bins) in pop order: ("inner", b,
-        rows) for each inner bin size b > 1 ascending, then ("outer", size, [row]) for each
-        row in an outer bin of ≥ 2 symbols."""
-        layout = self._layout
-        width = layout["ends"][rows, bins] - layout["starts"][rows, bins]
-        outer_first = (
-            0 if self.windowed else (layout["starts"].shape[1] - 2 * INNER_BINS_PER_SIDE) // 2
+        starts, ends = edges[rows, bins], edges[rows, bins + 1]
+        widths, outer = ends - starts, self._outer(bins)
+        at = np.stack([edges[:, 0], starts, ends, edges[:, -1], flat, flat + 1], axis=1)
+        first, start, end, last, below, through = self._cdf_at(at, slice(None)).T
+        bin_ranges = categorical_ranges(
+            start - first, end - first, last - first, bins, edges.shape[1] - 1
         )
-        is_inner = (bins >= outer_first) & (bins < outer_first + 2 * INNER_BINS_PER_SIDE)
-        groups = [
-            ("inner", int(b), rows[is_inner & (width == b)])
-            for b in np.unique(width[is_inner]) if b > 1
-        ]  # fmt: skip
-        groups += [
-            ("outer", int(w), np.array([r]))
-            for r, w in zip(rows, width)
-            if w > 1 and not is_inner[r - rows[0]]
-        ]
-        return groups
-
-    def _offset_table(self, rows: np.ndarray, bins: np.ndarray, size: int) -> np.ndarray:
-        """(r, size) masses of the symbols of these rows' inner bins (all of this size);
-        ``bins``: every row's bin."""
-        layout = self._layout
-        starts = layout["starts"][rows, bins[rows]][:, None] + np.arange(size)
-        lo, hi = -self.grid.n_half, self.grid.n_half
-        return _masses(
-            starts, starts + 1, lo, hi, layout["means"][rows, None], layout["stds"][rows, None]
+        offset_starts = np.zeros(flat.size, dtype=np.int64)
+        offset_numerators = np.full(flat.size, 2**PROBABILITY_BITS, dtype=np.int64)
+        inner = np.flatnonzero((widths > 1) & ~outer)
+        total = end[inner] - start[inner]
+        if np.any(total <= 0):  # constriction refuses such a table
+            raise ValueError("a latent symbol lies in a bin without probability mass")
+        offset_starts[inner], offset_numerators[inner] = categorical_ranges(
+            below[inner] - start[inner], through[inner] - start[inner], total,
+            flat[inner] - starts[inner], widths[inner],
+        )  # fmt: skip
+        far = np.flatnonzero((widths > 1) & outer)
+        offset_starts[far], offset_numerators[far] = uniform_ranges(
+            widths[far], flat[far] - starts[far]
         )
+        return _Ranges(widths, outer, bin_ranges, (offset_starts, offset_numerators))
 
     # ----- coding -------------------------------------------------------------------------
     def push(self, message: Message, symbols: np.ndarray) -> None:
-        """Pushes int grid symbols shaped like ``means``."""
-        bins, offsets = self._locate(symbols)
-        for rows in reversed(self._groups):
-            for kind, size, at in reversed(self._offset_groups(rows, bins[rows])):
-                model = _CATEGORICAL if kind == "inner" else constriction.stream.model.Uniform(size)
-                table = (self._offset_table(at, bins, size),) if kind == "inner" else ()
-                message.push(coder_symbols(offsets[at]), model, *table)
-            message.push(coder_symbols(bins[rows]), _CATEGORICAL, self._layout["masses"][rows])
-        record_push(message, self, symbols)
+        """Pushes int grid symbols shaped like ``means``: every stage of every group in one
+        call, each symbol in its range (module docstring)."""
+        ranges = self._ranges(symbols)
+        n, widths, outer = ranges.widths.size, ranges.widths.tolist(), ranges.outer.tolist()
+        order: list[int] = []  # in pop order: entry i < n is row i's bin, n + i its offset
+        for first in range(0, n, self._group):
+            stop = first + self._group
+            order.extend(range(first, stop))
+            for rows, _, _ in self._offset_runs(widths[first:stop], outer[first:stop]):
+                order.extend(n + first + row for row in rows)
+        starts, numerators = (
+            np.concatenate(stage)[order] for stage in zip(ranges.bin_ranges, ranges.offset_ranges)
+        )
+        for entries, tables in range_pushes(starts, numerators):
+            message.push(entries, _CATEGORICAL, tables)
+        record_push(message, self, symbols, ranges.probabilities().reshape(np.shape(symbols)))
 
     def pop(self, message: Message) -> np.ndarray:
         """Pops int32 grid symbols shaped like ``means``. If the message runs out of bits
         (`MessageUnderflowError`), what was popped is pushed back before the error rises,
         so the message is as it was."""
-        bins = np.zeros(self.means.size, dtype=np.int64)
-        offsets = np.zeros(self.means.size, dtype=np.int64)
+        n = self.means.size
+        flat = np.empty(n, dtype=np.int64)
         done: list[tuple] = []  # (symbols, model, *table) of every pop so far
         try:
-            for rows in self._groups:
-                table = self._layout["masses"][rows]
-                bins[rows] = message.pop(_CATEGORICAL, table)
-                done.append((bins[rows], _CATEGORICAL, table))
-                for kind, size, at in self._offset_groups(rows, bins[rows]):
-                    if kind == "inner":
-                        table = self._offset_table(at, bins, size)
-                        offsets[at] = message.pop(_CATEGORICAL, table)
-                        done.append((offsets[at], _CATEGORICAL, table))
+            for first in range(0, n, self._group):
+                rows = slice(first, first + self._group)
+                edges = self._edges[rows]
+                cdf = self._cdf_at(edges, rows)
+                table = cdf[:, 1:] - cdf[:, :-1]
+                bins = message.pop(_CATEGORICAL, table)
+                done.append((bins, _CATEGORICAL, table))
+                starts = edges[np.arange(bins.size), bins]
+                widths = edges[np.arange(bins.size), bins + 1] - starts
+                flat[rows] = starts
+                runs = self._offset_runs(widths.tolist(), self._outer(bins).tolist())
+                for run, width, outer in runs:
+                    at = np.add(run, first)
+                    if outer:
+                        how = (constriction.stream.model.Uniform(width),)
+                        offsets = message.pop(*how, count=at.size)
                     else:
-                        model = constriction.stream.model.Uniform(size)
-                        offsets[at] = message.pop(model, count=1)
-                        done.append((offsets[at], model))
+                        how = (_CATEGORICAL, self._offset_table(at, flat[at], width))
+                        offsets = message.pop(*how)
+                    done.append((offsets, *how))
+                    flat[at] += offsets
         except MessageUnderflowError:
             for symbols, *how in reversed(done):
                 message.push(coder_symbols(symbols), *how)
             raise
-        flat = self._layout["starts"][np.arange(bins.size), bins] + offsets
         symbols = flat.astype(np.int32).reshape(self.means.shape)
         record_pop(message, self, symbols)
         return symbols
 
+    def _offset_table(self, rows: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+        """float64 (r, width) offset tables of inner bins of ``width`` symbols from int64
+        ``starts`` (r,) on, of the symbols ``rows`` (int, r): the symbols' masses."""
+        cdf = self._cdf_at(starts[:, None] + np.arange(width + 1), rows)
+        return cdf[:, 1:] - cdf[:, :-1]
+
     def fixed_point_probabilities(self, symbols: np.ndarray) -> np.ndarray:
         """float64 probabilities × 2**24 of ``symbols`` (the product of both stages'
         fixed-point probabilities; may be below 1), shaped like them."""
-        bins, offsets = self._locate(symbols)
-        p = categorical_fixed_point(self._layout["masses"], coder_symbols(bins)).astype(np.float64)
-        for kind, size, at in self._offset_groups(np.arange(bins.size), bins):
-            if kind == "inner":
-                stage = categorical_fixed_point(self._offset_table(at, bins, size), offsets[at])
-            else:
-                stage = uniform_fixed_point(size, offsets[at])
-            p[at] *= stage / 2.0**PROBABILITY_BITS
-        return p.reshape(np.shape(symbols))
+        return self._ranges(symbols).probabilities().reshape(np.shape(symbols))

@@ -4,12 +4,14 @@ constriction's default ANS coder gives every symbol an integer probability ``p``
 ``2**PROBABILITY_BITS``; the information content the coder actually spends on a symbol is
 ``PROBABILITY_BITS - log2(p)`` bits. constriction does not expose ``p`` from Python, so
 these functions recompute it with the same float64 operations in the same order as
-constriction 0.5 (leaky quantisation, ``perfect=False``). ``tests/test_coding_rate.py``
+constriction 0.5 (leaky quantisation, ``perfect=False``). ``tests/coding/test_coding_rate.py``
 checks them against probabilities read back from the coder itself.
 
 All functions take parameters already converted by
 :func:`bbcodec.coding.handover.coder_float64` and return int64 arrays of numerators ``p``
-(``1 <= p <= 2**PROBABILITY_BITS``), one per symbol.
+(``1 <= p <= 2**PROBABILITY_BITS``), one per symbol; the ``*_ranges`` functions also say
+where each symbol's quantiles start, and `range_pushes` codes symbols in given ranges with
+small tables (an encoder then needs no whole table: the same bits).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ __all__ = [
     "categorical_fixed_point",
     "categorical_ranges",
     "quantized_gaussian_fixed_point",
+    "range_pushes",
     "range_tables",
     "uniform_fixed_point",
+    "uniform_ranges",
 ]
 
 #: Fixed-point precision of constriction's default models: probabilities are ``p / 2**24``.
@@ -64,7 +68,11 @@ def categorical_fixed_point(probabilities: np.ndarray, symbols: np.ndarray) -> n
 
 
 def categorical_ranges(
-    below: np.ndarray, through: np.ndarray, total: np.ndarray, symbols: np.ndarray, n_symbols: int
+    below: np.ndarray,
+    through: np.ndarray,
+    total: np.ndarray,
+    symbols: np.ndarray,
+    n_symbols: int | np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Where ``Categorical(perfect=False)`` puts each symbol, from its table's running sums.
 
@@ -74,15 +82,15 @@ def categorical_ranges(
     Args:
         below: float64 ``(n,)`` sums of the entries before each symbol (0 for symbol 0).
         through: float64 ``(n,)`` sums of the entries up to and including it.
-        total: float64 ``(n,)`` sums of whole rows.
+        total: float64 ``(n,)`` sums of whole rows (> 0).
         symbols: int ``(n,)`` symbols in ``0..n_symbols-1``.
-        n_symbols: the table's width.
+        n_symbols: the table's width, one for all rows or int ``(n,)`` one per row.
 
     Returns:
         int64 ``(n,)`` starts and ``(n,)`` numerators: each symbol owns the quantiles
         ``start .. start + numerator - 1`` of ``2**24``.
     """
-    scale = float(_TOTAL - n_symbols) / total
+    scale = (_TOTAL - n_symbols) / total  # 2**24 − n is exact in float64: one division
     left = _floor_to_int(below * scale) + symbols
     right = np.where(symbols == n_symbols - 1, _TOTAL, _floor_to_int(through * scale) + symbols + 1)
     return left, right - left
@@ -99,6 +107,9 @@ def range_tables(starts: np.ndarray, numerators: np.ndarray) -> tuple[np.ndarray
     the symbol with its whole table (`categorical_ranges`): an encoder needs only the two
     running sums of each symbol, not its table (a decoder still needs the table).
 
+    Every range fits but one of ``2**24 − 1`` quantiles (a symbol of a two-entry table
+    whose other symbol has a single quantile): `range_pushes` codes that one too.
+
     Returns:
         float64 ``(n, 3)`` tables and int32 ``(n,)`` entries to push.
     """
@@ -109,6 +120,41 @@ def range_tables(starts: np.ndarray, numerators: np.ndarray) -> tuple[np.ndarray
     tables[:, 1] = np.where(index == 1, numerators - 1, np.where(index == 2, starts - 2, 0))
     tables[:, 2] = (_TOTAL - 3) - tables[:, 0] - tables[:, 1]
     return tables, index
+
+
+def range_pushes(starts: np.ndarray, numerators: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The ``Categorical(perfect=False)`` pushes that code symbols in exactly their ranges.
+
+    Like `range_tables`, whose three-entry tables code every range of at most
+    ``2**24 − 2`` quantiles. A range of ``2**24 − 1`` (``[0, 2**24 − 1)`` or ``[1, 2**24)``)
+    is entry 0 or 1 of a two-entry table ``(start − 1 or numerator − 1, rest)`` summing to
+    ``2**24 − 2`` (scale 1 again): such symbols, in consecutive runs, take pushes of their
+    own.
+
+    Args:
+        starts: int64 ``(n,)`` first quantile of each symbol's range, in pop order.
+        numerators: int64 ``(n,)`` quantiles in each range (1 .. 2**24 − 1).
+
+    Returns:
+        ``(entries, tables)`` of each push, int32 ``(r,)`` and float64 ``(r, 2 or 3)``, in
+        the order to push them: the last run first (the first symbol ends on top).
+    """
+    if not starts.shape[0]:
+        return []
+    wide = numerators == _TOTAL - 1
+    cuts = (np.flatnonzero(wide[1:] != wide[:-1]) + 1).tolist()
+    pushes = []
+    for first, stop in reversed(list(zip([0, *cuts], [*cuts, starts.shape[0]], strict=True))):
+        run_starts, run_numerators = starts[first:stop], numerators[first:stop]
+        if not wide[first]:
+            tables, entries = range_tables(run_starts, run_numerators)
+        else:
+            entries = (run_starts > 0).astype(np.int32)
+            tables = np.empty((stop - first, 2))
+            tables[:, 0] = np.where(entries == 1, run_starts - 1, run_numerators - 1)
+            tables[:, 1] = (_TOTAL - 2) - tables[:, 0]
+        pushes.append((entries, tables))
+    return pushes
 
 
 def bernoulli_fixed_point(p_one: np.ndarray, symbols: np.ndarray) -> np.ndarray:
@@ -139,9 +185,28 @@ def uniform_fixed_point(n_symbols: int, symbols: np.ndarray) -> np.ndarray:
     Returns:
         int64 numerators, shaped like ``symbols``.
     """
-    per_symbol = _TOTAL // n_symbols
-    last = _TOTAL - (n_symbols - 1) * per_symbol
-    return np.where(symbols == n_symbols - 1, last, per_symbol).astype(np.int64)
+    return uniform_ranges(n_symbols, np.asarray(symbols))[1]
+
+
+def uniform_ranges(
+    n_symbols: int | np.ndarray, symbols: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where ``Uniform(n_symbols)`` puts each symbol: symbol k owns ``2**24 // n_symbols``
+    quantiles from ``k · (2**24 // n_symbols)`` on, the last symbol the rest up to
+    ``2**24`` (`range_pushes` then codes it as the model does).
+
+    Args:
+        n_symbols: Alphabet size, ``2 <= n_symbols < 2**24``: an int, or an int array
+            broadcastable against ``symbols`` (one alphabet per symbol).
+        symbols: int array of symbols in ``0..n_symbols-1``, any shape.
+
+    Returns:
+        int64 starts and numerators, shaped like ``symbols``.
+    """
+    per_symbol = _TOTAL // np.asarray(n_symbols, dtype=np.int64)
+    starts = symbols.astype(np.int64) * per_symbol
+    last = symbols == n_symbols - 1
+    return starts, np.where(last, _TOTAL - starts, per_symbol).astype(np.int64)
 
 
 def quantized_gaussian_fixed_point(

@@ -2,6 +2,7 @@
 
 import math
 
+import constriction
 import numpy as np
 import pytest
 
@@ -19,6 +20,7 @@ from bbcodec.coding import (
     Uniform,
     information_bits,
 )
+from bbcodec.coding.quantization import categorical_ranges, range_pushes, uniform_ranges
 
 WORD = 32
 TOTAL = 1 << 24
@@ -153,6 +155,53 @@ def test_rgb_mixture_coded_size_matches_its_information_content():
     information = information_bits(codec, symbols)
     coded_bits = message.num_bits() - (2 * WORD - 1)
     assert information - 2 * WORD <= coded_bits <= 1.005 * information + 2 * WORD
+
+
+CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
+
+
+def test_uniform_ranges_are_the_coders():
+    """A symbol pushed in its `uniform_ranges` range writes what ``Uniform(n)`` writes,
+    for alphabets of every size class (powers of two and their neighbours included)."""
+    rng = np.random.default_rng(8)
+    powers = [2**k + d for k in range(2, 24) for d in (-1, 0, 1)]
+    sizes = [2, 3, 5, 7, 1000, TOTAL - 2, TOTAL - 1, *powers, *rng.integers(2, TOTAL, 40).tolist()]
+    for n in sizes:
+        symbols = np.unique(np.r_[0, 1, n // 2, n - 2, n - 1, rng.integers(0, n, 3)])
+        for symbol in symbols:
+            uniform, ranged = Message.seeded(n % 5, 4), Message.seeded(n % 5, 4)
+            uniform.push(np.array([symbol], np.int32), constriction.stream.model.Uniform(n))
+            ((entries, tables),) = range_pushes(*uniform_ranges(n, np.array([symbol])))
+            ranged.push(entries, CATEGORICAL, tables)
+            assert uniform == ranged, (n, symbol)
+
+
+def test_range_pushes_write_what_the_whole_tables_write():
+    """Symbols pushed in their `categorical_ranges` ranges (`range_pushes`) write what their
+    whole tables write, one table per symbol, also for the ranges of all quantiles but one
+    that a two-entry table gives a symbol whose neighbour has no mass (no three-entry
+    table holds them), in runs of either kind."""
+    rng = np.random.default_rng(9)
+    tables = [rng.dirichlet(np.full(int(k), 0.3)) for k in rng.integers(2, 6, 300)]
+    for i in range(0, 300, 7):  # a two-entry table with a symbol without mass, either way
+        tables[i] = np.array([0.0, 1.0]) if i % 2 else np.array([3.0, 0.0])
+    symbols = [int(rng.integers(0, table.size)) for table in tables]
+    symbols[::7] = [int(np.argmax(table)) for table in tables[::7]]  # the massive one
+    ranges = np.array(
+        [
+            categorical_ranges(*np.cumsum(t)[[s - 1, s, -1]] * [s > 0, 1, 1], s, t.size)
+            for t, s in zip(tables, symbols, strict=True)
+        ]
+    )
+    assert (ranges[:, 1] == TOTAL - 1).sum() > 40
+    ranged, tabled = Message.seeded(10, 4), Message.seeded(10, 4)
+    for entries, table in range_pushes(ranges[:, 0], ranges[:, 1]):
+        ranged.push(entries, CATEGORICAL, table)
+    for table, symbol in reversed(list(zip(tables, symbols, strict=True))):
+        tabled.push(np.array([symbol], np.int32), CATEGORICAL, table[None])
+    assert ranged == tabled
+    for table, symbol in zip(tables, symbols, strict=True):
+        assert ranged.pop(CATEGORICAL, table[None]).tolist() == [symbol]
 
 
 def test_rate_report_and_meter_follow_the_stack():

@@ -4,7 +4,7 @@ Every integer operation of `bbcodec.coding.fixed_point` and `bbcodec.models.exac
 checked, on random inputs, against a reference written with Python's unbounded integers and
 `fractions.Fraction` (numpy and torch alike); the decimal-built tables against the true
 functions; `ExactGaussian` and the exact logistic mixtures as codecs (round trips with the
-whole message restored, underflow, groups, rates).
+whole message restored, underflow, groups, rates, pushes against their whole tables).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from bbcodec.coding import (
     DiscretizedLogisticMixture,
     DiscretizedLogisticMixtureRGB,
     ExactGaussian,
+    InformationMeter,
     LatentGrid,
     Message,
     MessageUnderflowError,
@@ -619,6 +620,67 @@ def test_symbols_far_out_in_the_tails_round_trip():
     coarse = GRIDS["coarse"]
     leaf = ExactGaussian(np.array([9.0, -9.0]), np.array([0.01, 0.01]), coarse)
     check_codec(leaf, np.array([-coarse.n_half, coarse.n_half]), Message.seeded(3, 8))
+
+
+class RecordingMessage(Message):
+    """A message that records every pop: (symbols, model, *params)."""
+
+    def __init__(self, coder, seed) -> None:
+        super().__init__(coder, seed)
+        self.pops: list[tuple] = []
+
+    def pop(self, model, *params, count=None):
+        symbols = super().pop(model, *params, count=count)
+        self.pops.append((symbols, model, *params))
+        return symbols
+
+
+@pytest.mark.parametrize("windowed", [False, True])
+@pytest.mark.parametrize("seed", range(3))
+def test_exact_gaussian_push_writes_what_its_whole_tables_write(windowed, seed):
+    """A push codes each symbol in the ranges its pop's tables give it, without building
+    them (module docstring): the bits must be those of pushing with the tables a pop
+    decodes with, for symbols near and far from the mean, at the grid's ends, in outer
+    bins, and in a bin of two symbols one of which has no mass (a range of all quantiles
+    but one); its information is the tables'."""
+    rng = np.random.default_rng(40 + seed)
+    grid = GRIDS["fine"]
+    k, per_step = 6, 5
+    means, stds = random_gaussian(rng, (k, per_step), grid)
+    means[0, 0], stds[0, 0] = 0.0, 2 * grid.step  # symbol −11: offset 1 of [−12, −10)
+    if windowed:
+        symbols = ExactGaussian(means, stds, grid, windowed=True).pop(Message.seeded(seed, 400))
+    else:
+        symbols = prior_samples(rng, means, 2 * stds, grid)
+        symbols[1, :3] = [-grid.n_half, grid.n_half, 4000]
+    symbols[0, 0] = -11
+    leaf = ExactGaussian(means, stds, grid, windowed=windowed, group_size=per_step)
+    pushed = Message.seeded(seed, 4)
+    pushed.meter = InformationMeter()
+    leaf.push(pushed, symbols)
+    recorded = RecordingMessage.from_words(pushed.to_words())
+    np.testing.assert_array_equal(leaf.pop(recorded), symbols)
+    tabled = Message.seeded(seed, 4)
+    for popped, model, *params in reversed(recorded.pops):
+        tabled.push(popped, model, *params)
+    assert tabled == pushed
+    assert pushed.meter.pushed_bits == information_bits(leaf, symbols)
+    tables = [(popped, params) for popped, _, *params in recorded.pops if params]
+    if len(tables) == len(recorded.pops):  # no uniform offsets: the tables' information
+        bits = sum(np.sum(24 - np.log2(categorical_fixed_point(*p, s))) for s, p in tables)
+        assert pushed.meter.pushed_bits == pytest.approx(bits, rel=1e-12)
+
+
+def test_a_symbol_in_a_bin_without_mass_is_refused():
+    """An inner bin whose symbols all have no mass (far out in a narrow Gaussian's window)
+    has no offset table constriction accepts: pushing a symbol there is refused, as
+    pushing with the table was."""
+    grid = GRIDS["fine"]
+    leaf = ExactGaussian(np.zeros(2), np.full(2, 2 * grid.step), grid)  # bins of 2 symbols
+    check_codec(leaf, np.array([-11, 0]), Message.seeded(0, 8))
+    for method in (lambda s: leaf.push(Message.seeded(0, 8), s), leaf.fixed_point_probabilities):
+        with pytest.raises(ValueError, match="without probability mass"):
+            method(np.array([-15, 0]))
 
 
 # ----- exact logistic mixtures ------------------------------------------------------------
