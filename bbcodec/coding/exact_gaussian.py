@@ -16,17 +16,17 @@ symbols per σ):
    a prior (``windowed=False``), outer bins on each side that double in size outwards and
    cover the rest of the grid, taking the Gaussian's tail masses;
 2. its **offset** in the bin: a table of the b Gaussian masses for an inner bin, uniform
-   for an outer bin (reached only by latents far out in the prior's tails); none for a bin
-   of one symbol.
+   for an outer bin (reached only by latents far out in the prior's tails) and for an inner
+   bin without mass (below); none for a bin of one symbol.
 
 A posterior (``windowed=True``) has only the inner bins: bits-back pops land in its window.
 
 Symbols are coded in consecutive groups of ``group_size`` (flat C order). Popping a group
-pops its bins, then its offsets: those in inner bins by bin size ascending (one table per
-size), then those in outer bins; rows in order within each. Pushing codes the reverse, last
-group first. A leaf built on the concatenated parameters of several steps
-(`bbcodec.coding.AutoRegressive`) then pushes what the steps' leaves pop, if ``group_size``
-is the symbols per step.
+pops its bins, then its offsets: those in inner bins with mass by bin size ascending (one
+table per size), then the uniform ones (outer bins and inner bins without mass); rows in
+order within each. Pushing codes the reverse, last group first. A leaf built on the
+concatenated parameters of several steps (`bbcodec.coding.AutoRegressive`) then pushes what
+the steps' leaves pop, if ``group_size`` is the symbols per step.
 
 A push needs no table. Every table entry is the difference of the CDF at two bin edges
 (integers in units of 2**-FINE_BITS, so every running sum of a table is exact), and
@@ -37,11 +37,16 @@ of each stage. A push therefore codes every symbol's two ranges (uniform offsets
 (`range_pushes`), all stages of all groups in one call in pop order: the bits of the whole
 tables. The same ranges give the fixed-point probabilities the information meter reads. A
 pop needs the tables it decodes with: a group's bin tables, then the offset tables of each
-inner bin size.
+size of inner bins with mass.
 
-An inner bin far out in the window may have no mass at all (Φ's table is 0 or 1 there);
-constriction accepts no offset table of zeros, so a symbol in such a bin cannot be coded
-(a push refuses it; a posterior pop lands there with probability 2**-24 per such bin).
+An inner bin far out in the window may have no mass at all (Φ's table reads the same
+integer at both its edges): ``Categorical(perfect=False)`` still gives the bin itself its
+minimum probability (a posterior pop lands there with probability about 2**-24 per such
+bin), but constriction accepts no offset table of zeros, so the offset in such a bin is
+coded uniformly, like an outer bin's. Both sides see the bin's mass as an exact
+integer (the CDF at its edges: the bin table's entry), so they agree on which bins these
+are. Bins with mass are coded as before; an encode that reached a bin without mass used to
+raise, so no file written before codes differently.
 """
 
 from __future__ import annotations
@@ -140,7 +145,7 @@ class _Ranges(NamedTuple):
 
     Attributes:
         widths: int64 ``(n,)`` symbols in each symbol's bin: an offset stage where ≥ 2.
-        outer: bool ``(n,)`` whether the bin is an outer one (uniform offsets).
+        uniform: bool ``(n,)`` whether the offset is coded uniformly (`_uniform`).
         bin_ranges: int64 ``(n,)`` starts and ``(n,)`` numerators (out of 2**24) of the
             bins in their bin tables.
         offset_ranges: the same for the offsets in their offset tables (start 0 and
@@ -148,7 +153,7 @@ class _Ranges(NamedTuple):
     """
 
     widths: np.ndarray
-    outer: np.ndarray
+    uniform: np.ndarray
     bin_ranges: tuple[np.ndarray, np.ndarray]
     offset_ranges: tuple[np.ndarray, np.ndarray]
 
@@ -222,22 +227,29 @@ class ExactGaussian:
         """bool: whether each of int ``bins`` (any shape) is an outer bin."""
         return (bins < self._first_inner) | (bins >= self._first_inner + _INNER_BINS)
 
+    def _uniform(self, bins: np.ndarray, masses: np.ndarray) -> np.ndarray:
+        """bool: whether the offsets in int ``bins`` are coded uniformly: an outer bin, or an
+        inner one whose ``masses`` (the CDF's exact integer difference across the bin, same
+        shape) are zero (module docstring)."""
+        return self._outer(bins) | (masses <= 0)
+
     def _offset_runs(
-        self, widths: list[int], outer: list[bool]
+        self, widths: list[int], uniform: list[bool]
     ) -> list[tuple[list[int], int, bool]]:
         """The offset stage of one group as the pops that code it, in order (module
-        docstring): rows in inner bins by bin width ascending, then rows in outer bins,
-        rows ascending within each; consecutive rows whose bins have the same kind and
-        width share a pop. From the group's rows' bin widths and outer flags (lists, the
-        rows in order); returns (rows, as indices in the group; width; outer) per pop."""
+        docstring): rows in inner bins with mass by bin width ascending, then the rows
+        coded uniformly (`_uniform`), rows ascending within each; consecutive rows whose
+        bins have the same kind and width share a pop. From the group's rows' bin widths
+        and uniform flags (lists, the rows in order); returns (rows, as indices in the
+        group; width; uniform) per pop."""
         coded = [row for row, width in enumerate(widths) if width > 1]
-        coded.sort(key=lambda row: (outer[row], 0 if outer[row] else widths[row]))
+        coded.sort(key=lambda row: (uniform[row], 0 if uniform[row] else widths[row]))
         runs: list[tuple[list[int], int, bool]] = []
         for row in coded:
-            if runs and runs[-1][1:] == (widths[row], outer[row]):
+            if runs and runs[-1][1:] == (widths[row], uniform[row]):
                 runs[-1][0].append(row)
             else:
-                runs.append(([row], widths[row], outer[row]))
+                runs.append(([row], widths[row], uniform[row]))
         return runs
 
     # ----- ranges (push and rates) --------------------------------------------------------
@@ -247,8 +259,7 @@ class ExactGaussian:
         sums).
 
         Raises:
-            ValueError: a symbol outside the window (``windowed``) or the grid, or in an
-                inner bin without mass (module docstring).
+            ValueError: a symbol outside the window (``windowed``) or the grid.
         """
         edges = self._edges
         flat = coder_symbols(symbols).astype(np.int64)
@@ -259,39 +270,36 @@ class ExactGaussian:
         bins = (edges[:, 1:] <= flat[:, None]).sum(axis=1)  # bins ending at or before it
         rows = np.arange(flat.size)
         starts, ends = edges[rows, bins], edges[rows, bins + 1]
-        widths, outer = ends - starts, self._outer(bins)
         at = np.stack([edges[:, 0], starts, ends, edges[:, -1], flat, flat + 1], axis=1)
         first, start, end, last, below, through = self._cdf_at(at, slice(None)).T
+        widths, uniform = ends - starts, self._uniform(bins, end - start)
         bin_ranges = categorical_ranges(
             start - first, end - first, last - first, bins, edges.shape[1] - 1
         )
         offset_starts = np.zeros(flat.size, dtype=np.int64)
         offset_numerators = np.full(flat.size, 2**PROBABILITY_BITS, dtype=np.int64)
-        inner = np.flatnonzero((widths > 1) & ~outer)
-        total = end[inner] - start[inner]
-        if np.any(total <= 0):  # constriction refuses such a table
-            raise ValueError("a latent symbol lies in a bin without probability mass")
-        offset_starts[inner], offset_numerators[inner] = categorical_ranges(
-            below[inner] - start[inner], through[inner] - start[inner], total,
-            flat[inner] - starts[inner], widths[inner],
+        tabled = np.flatnonzero((widths > 1) & ~uniform)
+        offset_starts[tabled], offset_numerators[tabled] = categorical_ranges(
+            below[tabled] - start[tabled], through[tabled] - start[tabled],
+            end[tabled] - start[tabled], flat[tabled] - starts[tabled], widths[tabled],
         )  # fmt: skip
-        far = np.flatnonzero((widths > 1) & outer)
-        offset_starts[far], offset_numerators[far] = uniform_ranges(
-            widths[far], flat[far] - starts[far]
+        even = np.flatnonzero((widths > 1) & uniform)
+        offset_starts[even], offset_numerators[even] = uniform_ranges(
+            widths[even], flat[even] - starts[even]
         )
-        return _Ranges(widths, outer, bin_ranges, (offset_starts, offset_numerators))
+        return _Ranges(widths, uniform, bin_ranges, (offset_starts, offset_numerators))
 
     # ----- coding -------------------------------------------------------------------------
     def push(self, message: Message, symbols: np.ndarray) -> None:
         """Pushes int grid symbols shaped like ``means``: every stage of every group in one
         call, each symbol in its range (module docstring)."""
         ranges = self._ranges(symbols)
-        n, widths, outer = ranges.widths.size, ranges.widths.tolist(), ranges.outer.tolist()
+        n, widths, uniform = ranges.widths.size, ranges.widths.tolist(), ranges.uniform.tolist()
         order: list[int] = []  # in pop order: entry i < n is row i's bin, n + i its offset
         for first in range(0, n, self._group):
             stop = first + self._group
             order.extend(range(first, stop))
-            for rows, _, _ in self._offset_runs(widths[first:stop], outer[first:stop]):
+            for rows, _, _ in self._offset_runs(widths[first:stop], uniform[first:stop]):
                 order.extend(n + first + row for row in rows)
         starts, numerators = (
             np.concatenate(stage)[order] for stage in zip(ranges.bin_ranges, ranges.offset_ranges)
@@ -315,13 +323,14 @@ class ExactGaussian:
                 table = cdf[:, 1:] - cdf[:, :-1]
                 bins = message.pop(_CATEGORICAL, table)
                 done.append((bins, _CATEGORICAL, table))
-                starts = edges[np.arange(bins.size), bins]
-                widths = edges[np.arange(bins.size), bins + 1] - starts
+                popped = np.arange(bins.size)
+                starts = edges[popped, bins]
+                widths = edges[popped, bins + 1] - starts
                 flat[rows] = starts
-                runs = self._offset_runs(widths.tolist(), self._outer(bins).tolist())
-                for run, width, outer in runs:
+                uniform = self._uniform(bins, table[popped, bins])
+                for run, width, even in self._offset_runs(widths.tolist(), uniform.tolist()):
                     at = np.add(run, first)
-                    if outer:
+                    if even:
                         how = (constriction.stream.model.Uniform(width),)
                         offsets = message.pop(*how, count=at.size)
                     else:

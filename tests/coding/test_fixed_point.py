@@ -671,16 +671,74 @@ def test_exact_gaussian_push_writes_what_its_whole_tables_write(windowed, seed):
         assert pushed.meter.pushed_bits == pytest.approx(bits, rel=1e-12)
 
 
-def test_a_symbol_in_a_bin_without_mass_is_refused():
+#: Symbols in inner bins without mass of a Gaussian at 0 with σ = 2 grid steps (bins of two
+#: symbols, the window [−16, 16)): Φ's table reads the same integer at both edges of the
+#: bins [−16, −14), [−14, −12), [12, 14) and [14, 16).
+MASSLESS = [-16, -15, -14, -13, 12, 13, 14, 15]
+
+
+@pytest.mark.parametrize("windowed", [False, True])
+def test_a_symbol_in_a_bin_without_mass_is_coded_uniformly(windowed):
     """An inner bin whose symbols all have no mass (far out in a narrow Gaussian's window)
-    has no offset table constriction accepts: pushing a symbol there is refused, as
-    pushing with the table was."""
+    is popped with the bin table's least probability, and its offset coded uniformly (no
+    offset table constriction accepts exists): such symbols, in groups with symbols in bins
+    with mass and (prior) in outer bins, push and pop back, the bits are those of pushing
+    with the tables and models a pop decodes with, and the meter reads the fixed-point
+    probabilities (each such symbol: 1/2**24 for its bin, 1/2 for its offset)."""
     grid = GRIDS["fine"]
-    leaf = ExactGaussian(np.zeros(2), np.full(2, 2 * grid.step), grid)  # bins of 2 symbols
-    check_codec(leaf, np.array([-11, 0]), Message.seeded(0, 8))
-    for method in (lambda s: leaf.push(Message.seeded(0, 8), s), leaf.fixed_point_probabilities):
-        with pytest.raises(ValueError, match="without probability mass"):
-            method(np.array([-15, 0]))
+    massless = np.array(MASSLESS)
+    others = [-11, 0, 3, 11, -12, 10] + ([-10] if windowed else [20, 40, -100, grid.n_half])
+    for seed, group_size in ((0, None), (1, 1), (2, 3)):
+        rng = np.random.default_rng(seed)
+        symbols = rng.permutation(np.concatenate([massless, others])).reshape(-1, 3)
+        shape = symbols.shape
+        leaf = ExactGaussian(
+            np.zeros(shape), np.full(shape, 2 * grid.step), grid, windowed=windowed,
+            group_size=group_size,
+        )  # fmt: skip
+        probabilities = leaf.fixed_point_probabilities(symbols)
+        np.testing.assert_array_equal(probabilities[np.isin(symbols, massless)], 0.5)
+        check_codec(leaf, symbols, Message.seeded(seed, 8))
+        check_on_empty_message(leaf, symbols)
+        pushed = Message.seeded(seed, 4)
+        start_bits = pushed.num_bits()
+        pushed.meter = InformationMeter()
+        leaf.push(pushed, symbols)
+        information = information_bits(leaf, symbols)
+        assert pushed.meter.pushed_bits == information
+        assert information == pytest.approx(np.sum(24 - np.log2(probabilities)), rel=1e-12)
+        assert information - 2 <= pushed.num_bits() - start_bits <= information + 8
+        recorded = RecordingMessage.from_words(pushed.to_words())
+        np.testing.assert_array_equal(leaf.pop(recorded), symbols)
+        uniform = [model for _, model, *params in recorded.pops if not params]
+        assert uniform and all(isinstance(m, constriction.stream.model.Uniform) for m in uniform)
+        tabled = Message.seeded(seed, 4)
+        for popped, model, *params in reversed(recorded.pops):
+            tabled.push(popped, model, *params)
+        assert tabled == pushed
+
+
+@pytest.mark.parametrize("windowed", [False, True])
+def test_pops_into_bins_without_mass_push_back(windowed):
+    """Bits back over leaves with bins without mass: pops from random messages, and pops
+    from a message whose top decodes into such bins, land where they decode and push back
+    to the message they came from."""
+    grid = GRIDS["fine"]
+    shape = (len(MASSLESS), 2)
+    leaf = ExactGaussian(
+        np.zeros(shape), np.full(shape, 2 * grid.step), grid, windowed=windowed, group_size=2
+    )
+    forced = np.stack([MASSLESS, MASSLESS[::-1]], axis=1)
+    for seed in range(6):
+        message = Message.seeded(seed, 40)
+        if seed % 2:
+            leaf.push(message, forced)  # its top now pops into bins without mass
+        before = message.copy()
+        symbols = leaf.pop(message)
+        if seed % 2:
+            np.testing.assert_array_equal(symbols, forced)
+        leaf.push(message, symbols)
+        assert message == before
 
 
 # ----- exact logistic mixtures ------------------------------------------------------------
