@@ -190,11 +190,22 @@ def _add_compress(subparsers, common) -> None:
     p.set_defaults(func=_cmd_compress)
 
 
+def _start_worker_server(workers: int | None) -> None:
+    """Start the workers' server (`bbcodec.worker_server`) before this process imports
+    torch, so both import it side by side, if the command may start workers: ``--workers``
+    above 1, or left to the plan on a machine of several cores."""
+    if (workers or os.cpu_count() or 1) > 1:
+        from bbcodec import worker_server
+
+        worker_server.start()
+
+
 def _cmd_compress(args: argparse.Namespace) -> int:
     if dataset_commands.dataset_mode(args):
         return dataset_commands.compress_dataset(args)
     out = Path(args.output)
     _check_new_output(out, args.force, folder_ok=False)
+    _start_worker_server(args.workers)
     setup_torch(args)
     import torch
 
@@ -481,6 +492,7 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
             file=sys.stderr,
         )
     args.device = settings.device
+    _start_worker_server(args.workers)
     setup_torch(args)
     if args.model is None and header.model_id == "custom":
         raise DecodeError(

@@ -11,15 +11,18 @@ a chunk do not depend on where it was coded.
 
 The pool::
 
-    parent                                   worker k (spawned, one torch thread)
+    parent                                   worker k (forked, one torch thread)
     ──────                                   ────────
     tasks ──submit (≤ 2 × workers in flight)─▶ job(codec, *task, progress)
     results, in order ◀──────────────────────  (Chunk, ChunkRate) | images | exception
     progress(n) ◀── drained while waiting ───  after each batch: queue.put(n)
 
-- **spawn**, never fork: forking a process whose torch has started its thread pools is
-  unsafe. Each worker unpickles the model once (`_init_worker`), builds one `ImageCodec`
-  and runs torch with ``settings.torch_threads`` threads (the count the file records).
+- **Forked from a server**, never from the parent: forking a process whose torch has
+  started its thread pools is unsafe. Workers fork from `bbcodec.worker_server`, a process
+  that has imported torch and this module but never ran torch (spawned where there is no
+  fork server: each then imports torch itself, seconds). Each worker unpickles the model
+  once (`_init_worker`), builds one `ImageCodec` and runs torch with
+  ``settings.torch_threads`` threads (the count the file records).
 - **Bounded memory**: at most ``2 × workers`` chunks are submitted and not yet handed to
   the caller; the next task is read only when the oldest result is taken.
 - **Progress**: workers put the images each batch finished on a `SimpleQueue`, whose
@@ -29,10 +32,11 @@ The pool::
   and re-raised in the parent with its type and message. On any exception in the parent
   (a job's, ``KeyboardInterrupt``, the caller abandoning the iterator) the pool is torn
   down: queued jobs are cancelled, the workers terminated and joined.
-- **Ctrl-C is the parent's**: workers start with SIGINT blocked and then ignore it, so
-  one Ctrl-C gives one ``KeyboardInterrupt`` (in the parent), which stops the workers.
-  Workers also exit on their own if the parent process disappears.
-- **The main module**: a spawned worker imports the caller's main module before it runs
+- **Ctrl-C is the parent's**: workers start with SIGINT ignored (the server's,
+  `bbcodec.codec.worker_preload`; a spawned worker starts with it blocked, then ignores
+  it), so one Ctrl-C gives one ``KeyboardInterrupt`` (in the parent), which stops the
+  workers. Workers also exit on their own if the parent process disappears.
+- **The main module**: a worker imports the caller's main module before it runs
   anything. A script that calls bbcodec outside ``if __name__ == "__main__":`` would run
   that call again in each worker; there `ChunkPool` exits the worker quietly with
   `UNGUARDED_MAIN_EXIT`, and the parent turns the broken pool into one `UsageError`
@@ -48,15 +52,14 @@ import multiprocessing
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing import context as mp_context
-from multiprocessing import resource_tracker
 from typing import Any, Self
 
 import numpy as np
 import torch
 
+from bbcodec import worker_server
 from bbcodec.codec.chunks import ImageCodec, Progress
 from bbcodec.codec.report import ChunkRate
 from bbcodec.codec.settings import CodingSettings
@@ -123,19 +126,19 @@ _worker_codec: ImageCodec | None = None
 _worker_queue = None
 
 
-def _exit_with_parent(parent_pid: int) -> None:
-    """Ends this worker once its parent is gone (a killed parent cannot tear the pool down)."""
-    while os.getppid() == parent_pid:
-        time.sleep(1.0)
+def _exit_with_parent() -> None:
+    """Ends this worker once the process that started it is gone (a killed parent cannot
+    tear the pool down; a forked worker's parent process is the server, which outlives it)."""
+    multiprocessing.parent_process().join()
     os._exit(1)
 
 
-def _init_worker(model, settings: CodingSettings, queue, parent_pid: int) -> None:
+def _init_worker(model, settings: CodingSettings, queue) -> None:
     global _worker_codec, _worker_queue
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked at start
-    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked if spawned
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
     torch.set_num_threads(settings.torch_threads)
     _worker_codec = ImageCodec(model, settings)
     _worker_queue = queue
@@ -149,30 +152,43 @@ def _run_job(job: Callable, args: tuple) -> Any:
     return job(_worker_codec, *args, _report)
 
 
-class _QuietProcess(mp_context.SpawnProcess):
-    """A spawned process that starts with SIGINT blocked (it inherits the mask), so Ctrl-C
-    during its start-up (importing torch) cannot interrupt it; `_init_worker` then ignores
-    SIGINT for good. Named ``bbcodec-worker-N``."""
+class _NamedProcess:
+    """A worker process named ``bbcodec-worker-N`` (how a starting worker knows it is one)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if kwargs.get("name") is None:
             self.name = f"{_WORKER_NAME}-{':'.join(str(i) for i in self._identity)}"
 
+
+class _ServedProcess(_NamedProcess, mp_context.ForkServerProcess):
+    """A worker forked from `bbcodec.worker_server` (SIGINT ignored from the start)."""
+
+
+class _QuietProcess(_NamedProcess, mp_context.SpawnProcess):
+    """A spawned worker that starts with SIGINT blocked (it inherits the mask), so Ctrl-C
+    during its start-up (importing torch) cannot interrupt it; `_init_worker` then ignores
+    SIGINT for good."""
+
     def start(self) -> None:
-        if not hasattr(signal, "pthread_sigmask"):
-            return super().start()
-        # Starting the resource tracker unblocks SIGINT in this thread: do it first.
-        resource_tracker.ensure_running()
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
+        with worker_server.sigint_blocked():
             super().start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class _ServedContext(mp_context.ForkServerContext):
+    Process = _ServedProcess
 
 
 class _QuietSpawnContext(mp_context.SpawnContext):
     Process = _QuietProcess
+
+
+def _worker_context() -> mp_context.BaseContext:
+    """Where workers come from: the fork server (started if need be), else spawning."""
+    if worker_server.available():
+        worker_server.start()
+        return _ServedContext()
+    return _QuietSpawnContext()
 
 
 # ----- the parent side --------------------------------------------------------------------
@@ -196,12 +212,12 @@ class ChunkPool:
         _check_not_starting_up()
         if any(t.device.type != "cpu" for t in model.state_dict().values()):
             model = copy.deepcopy(model).cpu()  # workers get CPU tensors; the caller's stay
-        context = _QuietSpawnContext()
+        context = _worker_context()
         self.workers = workers
         self._queue = context.SimpleQueue()
         self._executor = concurrent.futures.ProcessPoolExecutor(
             workers, mp_context=context, initializer=_init_worker,
-            initargs=(model, settings, self._queue, os.getpid()),
+            initargs=(model, settings, self._queue),
         )  # fmt: skip
 
     def __enter__(self) -> Self:

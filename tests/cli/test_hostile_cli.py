@@ -274,6 +274,42 @@ def test_sigterm_leaves_nothing(model):
     assert sorted(p.name for p in Path.cwd().iterdir()) == ["x.npy"]
 
 
+@pytest.mark.parametrize("after_s", [0.3, 2.5])
+def test_ctrl_c_at_the_terminal_while_workers_start_leaves_nothing(model, after_s):
+    """A terminal's Ctrl-C reaches the whole process group: the command, the workers'
+    server (importing torch at 0.3 s) and the workers. One line, exit 130, no traceback from
+    any of them, no output, and soon no process of the group left."""
+    _npy("x.npy", _bits(4000))
+    argv = [sys.executable, "-m", "bbcodec.cli.main", "compress", "-q", "x.npy", "-o", "x.bbc",
+            *model, "--max-batch", "1", "--workers", "2"]  # fmt: skip
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    try:
+        time.sleep(after_s)
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        deadline = time.monotonic() + 60
+        while _group_alive(process.pid):
+            assert time.monotonic() < deadline, "a process of the group outlived the command"
+            time.sleep(0.1)
+    finally:
+        if _group_alive(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
+        if process.poll() is None:
+            process.wait()
+    assert process.returncode == 130, err
+    assert _one_error_line(err) == "bbcodec: error: interrupted"
+    assert sorted(p.name for p in Path.cwd().iterdir()) == ["x.npy"]
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_signal_turned_into_another_error_still_ends_as_the_signal(capsys, model, monkeypatch):
     """Native code (safetensors' loader, say) may catch the `Terminated` a SIGTERM raised
     and raise an error of its own: the command still ends as terminated, cleaned up."""
