@@ -235,7 +235,7 @@ def compress_to(
             thread count, or one thread with several workers). ``chunk_images=None``
             lets `bbcodec.plan.plan_coding` choose; the file records the size used.
             ``band_rows``: the rows of a band a photo is cut into (``None``: the plan's
-            default, 256 rows or the nearest multiple of the model's tile height below;
+            default, an even number of bands of about 256 rows, `bbcodec.plan.band_height`;
             0: never cut); the file records the height used if it cut a photo.
         progress: called with the number of images finished, as they finish.
         workers: worker processes coding chunks side by side (``None``: 1, in this

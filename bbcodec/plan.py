@@ -102,8 +102,8 @@ MAX_AUTO_CHUNK_IMAGES = 4096
 #: that ramp takes 20–40 batches, as long as coding ~1500 images at full batch, and a
 #: worker takes seconds to start (it imports torch): below this, one process is as fast.
 MIN_IMAGES_PER_WORKER = 1024
-#: Rows of a band when ``band_rows`` is left to the plan (rounded down to a multiple of
-#: the model's tile height, `band_height`). Each band is coded as an image of its own: its
+#: Rows of a band, about, when ``band_rows`` is left to the plan (`band_height`: an even
+#: number of bands of about this height, on the model's tile grid). Each band is coded as an image of its own: its
 #: tiles and latents are the photo's (bands cut between tile rows), but its first rows see
 #: zeros above instead of the band above, and its first tile group is coded without bits
 #: back. Measured on Kodak (24 photos, tiled −ELBO at the same latent samples, against one
@@ -112,7 +112,8 @@ MIN_IMAGES_PER_WORKER = 1024
 #: 256 rows: −0.05 % (a gain: trained on 32 × 32 images, it predicts a tile's first rows
 #: better from zeros than from the real rows above). Coded, kodim01 takes 495,140 bytes in
 #: two bands against 494,934 in one with vlae-photo. 256 rows give a 768 × 512 photo two
-#: bands, so two workers code it side by side (34 → 22 s each way, an idle 2-core machine).
+#: bands, so two workers code it side by side (34 → 22 s each way, an idle 2-core machine);
+#: a portrait one gets two bands of 384 rows rather than three of 256.
 DEFAULT_BAND_ROWS = 256
 #: Largest ``band_rows`` (an image side's limit: larger is one band anyway).
 MAX_BAND_ROWS = 1 << 16
@@ -160,12 +161,19 @@ def is_tiled(image_shape: Shape, model_shape: Shape) -> bool:
     return tuple(image_shape) != tuple(model_shape)
 
 
-def band_height(band_rows: int | None, tile_h: int) -> int:
-    """The band height to code with for a model of tiles ``tile_h`` rows high.
+def band_height(band_rows: int | None, tile_h: int, height: int = 0) -> int:
+    """The band height to code with for a model of tiles ``tile_h`` rows high, for images
+    at most ``height`` rows high (the tallest coded tiled; 0: none is).
 
-    ``None``: `DEFAULT_BAND_ROWS` rounded down to a multiple of ``tile_h`` (at least one
-    tile); 0: never split an image; else ``band_rows`` itself, which must be a multiple of
-    ``tile_h`` (so the bands cut between tile rows: every tile lies in one band).
+    ``None``: the plan's. An image taller than `DEFAULT_BAND_ROWS` is cut into bands of
+    about that many rows, in an even number of bands (one more band of 256 rows would leave
+    one worker of two, or of four, coding it alone), as even as the tile grid allows: a
+    768-row photo into two bands of 384 rows, not three of 256; 512 rows into two of 256,
+    4000 into sixteen of 256. The height is rounded up to a multiple of ``tile_h``; with
+    no image that tall it is `DEFAULT_BAND_ROWS` rounded down to a multiple of ``tile_h``
+    (at least one tile), which cuts none. 0: never split an image; else ``band_rows``
+    itself, which must be a multiple of ``tile_h`` (so the bands cut between tile rows:
+    every tile lies in one band).
 
     Raises:
         UsageError: a value that is not such a multiple (or not an integer in range).
@@ -173,9 +181,16 @@ def band_height(band_rows: int | None, tile_h: int) -> int:
     Example:
         >>> band_height(None, 32), band_height(None, 28), band_height(0, 28), band_height(64, 32)
         (256, 252, 0, 64)
+        >>> [band_height(None, 32, h) for h in (200, 512, 600, 768, 1024, 1280, 4000)]
+        [256, 256, 320, 384, 256, 320, 256]
     """
     if band_rows is None:
-        return max(tile_h, DEFAULT_BAND_ROWS // tile_h * tile_h)
+        bands = -(-height // DEFAULT_BAND_ROWS)
+        if bands < 2:
+            return max(tile_h, DEFAULT_BAND_ROWS // tile_h * tile_h)
+        bands -= bands % 2
+        rows = -(-height // bands)
+        return -(-rows // tile_h) * tile_h
     if (
         not isinstance(band_rows, int)
         or isinstance(band_rows, bool)
@@ -376,7 +391,8 @@ def plan_coding(
     Raises:
         UsageError: ``band_rows`` is not a multiple of the model's tile height.
     """
-    band_rows = band_height(band_rows, model_shape[0])
+    tiled_heights = [shape[0] for shape, _ in runs if is_tiled(shape, model_shape)]
+    band_rows = band_height(band_rows, model_shape[0], max(tiled_heights, default=0))
     n_images = sum(count for _, count in runs)
     if sum(shape[0] * shape[1] * count for shape, count in runs) < MIN_PIXELS_FOR_THREADS:
         threads = 1

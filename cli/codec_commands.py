@@ -165,8 +165,8 @@ def _add_compress(subparsers, common) -> None:
     p.add_argument("--workers", type=positive_int, metavar="N", help=WORKERS_HELP)
     p.add_argument("--band-rows", type=non_negative_int, metavar="N",
                    help="cut a photo into bands of N rows, each decodable alone and coded by "
-                   "its own worker (a multiple of the model's tile height; default 256 rows "
-                   "or the nearest such multiple below; 0: one band)")  # fmt: skip
+                   "its own worker (a multiple of the model's tile height; default: an even "
+                   "number of bands of about 256 rows; 0: one band)")  # fmt: skip
     p.add_argument("--pixel-bins", type=int, choices=PIXEL_BINS, metavar="B",
                    help="code each 8-bit value as one symbol of 256 (1) or in two stages, its "
                    "bin of 256/B values and then the value in it (16): the same rate, "

@@ -68,6 +68,23 @@ def _sigmoid_at(edges: np.ndarray, means_fixed: np.ndarray, inverse_scales: np.n
     return fp.fine_sigmoid_table()(np.floor(t * fp.ONE + 0.5))
 
 
+def _sigmoid_from_difference(
+    x: np.ndarray, inverse_one: np.ndarray, index: np.ndarray, out: np.ndarray
+) -> None:
+    """`_sigmoid_at` from ``x = edge − μ`` (float64, overwritten) and the inverse scales
+    × 2**12 (broadcast to x), into ``out`` (index: int scratch of x's shape): the same
+    integers, as the clamps of `_sigmoid_at` become one clamp of the table index (σ's
+    argument only reaches the table's ends beyond ±16) and ``t · 2**12`` is folded into
+    the inverse scale (a power-of-two factor changes no rounding)."""
+    sigmoid = fp.fine_sigmoid_table()
+    x *= inverse_one
+    x += 0.5
+    np.floor(x, out=x)
+    x -= sigmoid.low
+    np.copyto(index, x, casting="unsafe")  # |x| < 2**35: exact
+    np.take(sigmoid.from_low(), index, mode="clip", out=out)
+
+
 def exact_mixture_table(
     weights: np.ndarray, means_fixed: np.ndarray, log_scales_fixed: np.ndarray
 ) -> np.ndarray:
@@ -76,16 +93,12 @@ def exact_mixture_table(
     integers).
 
     The same numbers as `_sigmoid_at` at every upper bin edge, summed over the components,
-    computed in blocks of `_TABLE_BLOCK_ROWS` rows that stay in the CPU's cache: the
-    clamps of `_sigmoid_at` become one clamp of the table index (σ's argument only ever
-    reaches the table's ends beyond ±16), and ``t · 2**12`` is folded into the inverse
-    scale (a power-of-two factor changes no rounding).
+    computed in blocks of `_TABLE_BLOCK_ROWS` rows that stay in the CPU's cache
+    (`_sigmoid_from_difference`).
     """
     n, m = weights.shape
     inverse_one = _inverse_scales(log_scales_fixed) * fp.ONE
     means = fp.from_fixed(means_fixed)
-    sigmoid = fp.fine_sigmoid_table()
-    from_low = sigmoid.from_low()
     table = np.empty((n, 256))
     for start in range(0, n, _TABLE_BLOCK_ROWS):
         rows = slice(start, start + _TABLE_BLOCK_ROWS)
@@ -94,12 +107,7 @@ def exact_mixture_table(
         index, values = np.empty((size, 255), np.intp), np.empty((size, 255))
         for k in range(m):
             np.subtract(_UPPER_EDGES, means[rows, k, None], out=x)
-            x *= inverse_one[rows, k, None]
-            x += 0.5
-            np.floor(x, out=x)
-            x -= sigmoid.low
-            index[...] = x
-            np.take(from_low, index, mode="clip", out=values)
+            _sigmoid_from_difference(x, inverse_one[rows, k, None], index, values)
             values *= weights[rows, k, None]
             cdf += values
         block = table[rows]
@@ -126,12 +134,11 @@ def _mixture_cdf(weights, means_fixed, inverse_scales, values: np.ndarray) -> np
     """(n, e) mixture CDF Σ_k w_k σ_k at the upper bin edges of (n, e) ``values`` in
     −1 … 255 (2**-24 units, integers): 0 for −1, Σ_k w_k · 2**24 for 255 — the running
     sums of `exact_mixture_table`'s rows, through each value."""
-    sigmoids = _sigmoid_at(
-        _UPPER_EDGES[np.clip(values, 0, 254)][:, None, :],
-        means_fixed[:, :, None],
-        inverse_scales[:, :, None],
-    )
-    cdf = (weights[:, :, None] * sigmoids).sum(axis=1)
+    x = _UPPER_EDGES[np.clip(values, 0, 254)][:, None, :] - fp.from_fixed(means_fixed)[:, :, None]
+    sigmoids, index = np.empty_like(x), np.empty(x.shape, np.intp)
+    _sigmoid_from_difference(x, (inverse_scales * fp.ONE)[:, :, None], index, sigmoids)
+    sigmoids *= weights[:, :, None]
+    cdf = sigmoids.sum(axis=1)
     total = weights.sum(axis=1, keepdims=True) * _ONE_FINE
     return np.where(values < 0, 0.0, np.where(values > 254, total, cdf))
 

@@ -194,6 +194,26 @@ def test_the_plan_codes_bands_side_by_side():
     assert image_bands(256, 256) == [(0, 256)] and image_bands(257, 256) == [(0, 256), (256, 257)]
 
 
+def test_the_default_cuts_a_photo_into_an_even_number_of_bands_of_about_256_rows():
+    """Left to the plan, a photo's bands number an even count (two workers, or four, each
+    code as many), as even as the tile grid allows: a 768-row portrait in two of 384."""
+    expected = {200: [200], 512: [256, 256], 600: [320, 280], 768: [384, 384],
+                1000: [256, 256, 256, 232], 1280: [320] * 4, 4000: [256] * 15 + [160]}  # fmt: skip
+    for height, rows in expected.items():
+        band_rows = band_height(None, 32, height)
+        assert band_rows % 32 == 0
+        assert [r1 - r0 for r0, r1 in image_bands(height, band_rows)] == rows, height
+    portrait = plan_coding([((768, 512, 3), 1)], (32, 32, 3), workers=2)
+    assert portrait.band_rows == 384 and [s.rows for s in portrait.spans] == [(0, 384), (384, 768)]
+    landscape = plan_coding([((512, 768, 3), 1)], (32, 32, 3), workers=2)
+    assert landscape.band_rows == 256 and len(landscape.spans) == 2
+    # The tallest photo of a file decides; shorter ones are cut by the same height.
+    mixed = plan_coding([((512, 768, 3), 1), ((768, 512, 3), 1)], (32, 32, 3), workers=2)
+    assert mixed.band_rows == 384 and [s.bands for s in mixed.spans] == [2, 2, 2, 2]
+    # Images of the model's shape are never cut.
+    assert plan_coding([((32, 32, 3), 10)], (32, 32, 3), workers=1).band_rows == 256
+
+
 def test_the_decoder_holds_one_band_at_a_time(model, photo, monkeypatch):
     """Every coder the decoder builds is of one band's size (its canvas and feature map),
     and it is dropped before the next band's is built."""
