@@ -475,6 +475,7 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
 
     with open(source, "rb") as f:
         header = ContainerReader(f, max_pixels=args.max_pixels).header  # sizes checked
+    _start_worker_server(args.workers)  # before anything imports torch here
     n = header.image_count
     if out.suffix.lower() == ".png" and n != 1:
         raise UsageError(
@@ -492,7 +493,6 @@ def _decompress(args: argparse.Namespace, source: Path, out: Path) -> int:
             file=sys.stderr,
         )
     args.device = settings.device
-    _start_worker_server(args.workers)
     setup_torch(args)
     if args.model is None and header.model_id == "custom":
         raise DecodeError(
