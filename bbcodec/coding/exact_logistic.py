@@ -27,10 +27,9 @@ from bbcodec.coding import fixed_point as fp
 
 __all__ = [
     "StageSums",
-    "exact_bin_table",
+    "TwoStageTables",
     "exact_channel_means",
     "exact_mixture_table",
-    "exact_offset_table",
     "exact_reweight",
     "exact_stage_sums",
     "exact_symbol_sums",
@@ -143,35 +142,64 @@ def _mixture_cdf(weights, means_fixed, inverse_scales, values: np.ndarray) -> np
     return np.where(values < 0, 0.0, np.where(values > 254, total, cdf))
 
 
-def exact_bin_table(
-    weights: np.ndarray, means_fixed: np.ndarray, log_scales_fixed: np.ndarray, bin_values: int
-) -> np.ndarray:
-    """(n, 256 / bin_values) masses of the bins of ``bin_values`` consecutive values
-    (integers, 2**-24 units): the first stage of a two-stage code."""
-    ends = np.arange(bin_values - 1, 256, bin_values)  # each bin's last value
-    inverse = _inverse_scales(log_scales_fixed)
-    cdf = _mixture_cdf(
-        weights, means_fixed, inverse, np.broadcast_to(ends, (len(weights), len(ends)))
-    )
-    return np.diff(cdf, axis=1, prepend=0.0)
+class TwoStageTables:
+    """The two stages' tables of n rows, built as a decoder pops them: `bins`, then
+    `offsets` given the bins popped, which reuses the mixture CDF at the bin edges that
+    `bins` computed (each stage needs Σ_k w_k σ_k at 15 edges a component, not 33).
 
+    Entries are integers in units of 2**-24: the masses of `exact_mixture_table`'s values
+    summed by bin, then those of the chosen bin's values.
 
-def exact_offset_table(
-    weights: np.ndarray,
-    means_fixed: np.ndarray,
-    log_scales_fixed: np.ndarray,
-    bins: np.ndarray,
-    bin_values: int,
-) -> np.ndarray:
-    """(n, bin_values) masses of the values of each row's bin (integers, 2**-24 units):
-    the second stage. A bin of mass 0 (possible where every component is saturated
-    across it; the first stage still gives it the coder's least probability) takes equal
-    masses of 1."""
-    values = np.asarray(bins, dtype=np.int64)[:, None] * bin_values + np.arange(-1, bin_values)
-    cdf = _mixture_cdf(weights, means_fixed, _inverse_scales(log_scales_fixed), values)
-    masses = np.diff(cdf, axis=1)
-    masses[cdf[:, -1] == cdf[:, 0]] = 1.0
-    return masses
+    Args:
+        weights: (n, m) mixture weights (`exact_weights`).
+        means_fixed, log_scales_fixed: (n, m) activation integers.
+        bin_values: values a bin holds (16: 16 bins of 16).
+    """
+
+    def __init__(self, weights, means_fixed, log_scales_fixed, bin_values: int) -> None:
+        self.weights = weights
+        self.means = fp.from_fixed(means_fixed)
+        self.inverse_one = _inverse_scales(log_scales_fixed) * fp.ONE
+        self.bin_values = bin_values
+        self.total = weights.sum(axis=1) * _ONE_FINE
+        self._edges_cdf: np.ndarray | None = None  # (n, bins + 1), from `bins`
+
+    def bins(self) -> np.ndarray:
+        """(n, 256 / bin_values) masses of the bins (the first stage)."""
+        n_bins = (_UPPER_EDGES.size + 1) // self.bin_values  # 256 values
+        cdf = np.empty((len(self.weights), n_bins + 1))
+        cdf[:, 0] = 0.0
+        ends = _UPPER_EDGES[self.bin_values - 1 :: self.bin_values]  # all bins' but the last
+        cdf[:, 1:-1] = self._cdf_at(ends[None, :])
+        cdf[:, -1] = self.total
+        self._edges_cdf = cdf
+        return np.diff(cdf, axis=1)
+
+    def offsets(self, bins: np.ndarray) -> np.ndarray:
+        """(n, bin_values) masses of the values of each row's bin (the second stage; after
+        `bins`). A bin of mass 0 (possible where every component is saturated across it;
+        the first stage still gives it the coder's least probability) takes masses of 1."""
+        if self._edges_cdf is None:
+            raise RuntimeError("offsets come after bins")
+        bins = np.asarray(bins, dtype=np.int64)
+        rows = np.arange(len(bins))
+        before, end = self._edges_cdf[rows, bins], self._edges_cdf[rows, bins + 1]
+        inner = bins[:, None] * self.bin_values + np.arange(self.bin_values - 1)  # ≤ 254
+        cdf = self._cdf_at(_UPPER_EDGES[inner])
+        masses = np.empty((len(bins), self.bin_values))
+        masses[:, 0] = cdf[:, 0] - before
+        np.subtract(cdf[:, 1:], cdf[:, :-1], out=masses[:, 1:-1])
+        masses[:, -1] = end - cdf[:, -1]
+        masses[end == before] = 1.0
+        return masses
+
+    def _cdf_at(self, edges: np.ndarray) -> np.ndarray:
+        """(n, e) Σ_k w_k σ_k at (n or 1, e) upper bin edges ([-1, 1] units)."""
+        x = edges[:, None, :] - self.means[:, :, None]
+        sigmoids, index = np.empty_like(x), np.empty(x.shape, np.intp)
+        _sigmoid_from_difference(x, self.inverse_one[:, :, None], index, sigmoids)
+        sigmoids *= self.weights[:, :, None]
+        return sigmoids.sum(axis=1)
 
 
 class StageSums(NamedTuple):
@@ -192,7 +220,7 @@ def exact_stage_sums(
     symbols: np.ndarray,
     bin_values: int,
 ) -> StageSums:
-    """`exact_bin_table` and `exact_offset_table`'s running sums at (n,) symbols, from the
+    """`TwoStageTables`' running sums at (n,) symbols, from the
     mixture CDF at four values a row instead of the tables (the same integers)."""
     v = np.asarray(symbols, dtype=np.int64)
     bins, offsets = np.divmod(v, bin_values)

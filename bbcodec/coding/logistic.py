@@ -33,10 +33,9 @@ import constriction
 import numpy as np
 
 from bbcodec.coding.exact_logistic import (
-    exact_bin_table,
+    TwoStageTables,
     exact_channel_means,
     exact_mixture_table,
-    exact_offset_table,
     exact_reweight,
     exact_stage_sums,
     exact_symbol_sums,
@@ -263,8 +262,9 @@ def _pop_rows(
         rows = slice(start, start + length)
         params = logit_weights[rows], means[rows], log_scales[rows]
         if n_values:
-            bins = message.pop(_CATEGORICAL, exact_bin_table(*params, n_values))
-            offsets = message.pop(_CATEGORICAL, exact_offset_table(*params, bins, n_values))
+            tables = TwoStageTables(*params, n_values)
+            bins = message.pop(_CATEGORICAL, tables.bins())
+            offsets = message.pop(_CATEGORICAL, tables.offsets(bins))
             chunks.append((bins * n_values + offsets).astype(np.int32))
         else:
             chunks.append(message.pop(_CATEGORICAL, arithmetic.table(*params)))
@@ -432,7 +432,7 @@ class MixtureArithmetic(NamedTuple):
             off the table).
         bin_values: 0: a symbol is coded with its 256-way table; else (exact only) in two
             stages, its bin of this many values, then its offset in the bin
-            (`exact_bin_table`, `exact_offset_table`): tables of a few entries each.
+            (`TwoStageTables`): tables of a few entries each.
     """
 
     weights: Callable

@@ -872,12 +872,15 @@ def test_two_stage_tables_are_the_whole_table_in_bins(seed):
     log_scales = np.rint(rng.uniform(-9, 3, (n, m)) * fp.ONE)
     weights = exact_weights(logits)
     whole = exact_mixture_table(weights, means, log_scales)
-    bins = exact_logistic.exact_bin_table(weights, means, log_scales, 16)
+    tables = exact_logistic.TwoStageTables(weights, means, log_scales, 16)
+    with pytest.raises(RuntimeError, match="offsets come after bins"):
+        tables.offsets(np.zeros(n, np.int64))
+    bins = tables.bins()
     np.testing.assert_array_equal(bins, whole.reshape(n, 16, 16).sum(axis=2))
     values = rng.integers(0, 256, n)
     values[:4] = [0, 255, 15, 16]
     chosen = values // 16
-    offsets = exact_logistic.exact_offset_table(weights, means, log_scales, chosen, 16)
+    offsets = tables.offsets(chosen)
     in_bin = whole.reshape(n, 16, 16)[np.arange(n), chosen]
     empty = in_bin.sum(axis=1) == 0
     assert empty.any() and not empty.all()  # both cases are checked
