@@ -66,7 +66,7 @@ DEFAULT_MODELS: dict[tuple[str, tuple[int, int] | None], str] = {
     ("binary", (28, 28)): "vlae-bmnist",
     ("grey", (28, 28)): "vlae-mnist",
     ("rgb", (32, 32)): "vlae-cifar10",
-    ("rgb", None): "vlae-photo",
+    ("rgb", None): "vlae-photo-2",
     ("grey", None): "vlae-photo-grey",
 }
 

@@ -239,9 +239,9 @@ def test_default_model_errors_name_the_models_that_exist(tmp_path):
     assert default_model_for(np.full((3, 28, 28), 9, np.uint8)) == "vlae-mnist"
     assert default_model_for(np.zeros((3, 32, 32, 3), np.uint8)) == "vlae-cifar10"
     # RGB or grey of any other size, or of several sizes: the photo models (tiled)
-    assert default_model_for(np.zeros((1, 512, 768, 3), np.uint8)) == "vlae-photo"
+    assert default_model_for(np.zeros((1, 512, 768, 3), np.uint8)) == "vlae-photo-2"
     assert default_model_for([np.zeros((5, 7, 3), np.uint8), np.zeros((32, 32, 3), np.uint8)]) == (
-        "vlae-photo"
+        "vlae-photo-2"
     )
     assert default_model_for(np.full((1, 512, 768), 9, np.uint8)) == "vlae-photo-grey"
     # The default exists in name only here (an empty zoo): the error lists what is registered.
