@@ -131,7 +131,7 @@ def default_model_name(kind: str, sizes: Iterable[tuple[int, int]]) -> str:
 
     Example:
         >>> default_model_name("grey", [(28, 28)]), default_model_name("rgb", [(512, 768)])
-        ('vlae-mnist', 'vlae-photo')
+        ('vlae-mnist', 'vlae-photo-2')
     """
     sizes = set(sizes)
     exact = (kind, next(iter(sizes))) if len(sizes) == 1 else None
