@@ -93,8 +93,9 @@ class CodingSettings:
             the image's. A multiple of the model's tile height (checked by
             `bbcodec.plan.band_height` when coding starts); 0: never cut; ``None`` (the
             default): the plan's, an even number of bands of about
-            `bbcodec.plan.DEFAULT_BAND_ROWS` (256) rows on the tile grid. A file records the height used if it cut an image; a file
-            without it cut none (``band_rows`` 0 when read).
+            `bbcodec.plan.DEFAULT_BAND_ROWS` (256) rows on the tile grid. A file records
+            the height used if it cut an image; a file without it cut none (``band_rows``
+            0 when read).
         pixel_bins: how an 8-bit sub-pixel is coded on the exact path: 1 as one symbol of
             256 (its table needs the mixture's CDF at 255 bin edges), 16 in two stages —
             its bin of 16 values, then the value in the bin — whose tables need the CDF at

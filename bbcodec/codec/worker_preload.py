@@ -2,7 +2,8 @@
 torch and the coding modules, once; and SIGINT ignored, which each forked worker inherits,
 so a Ctrl-C meant for the parent cannot interrupt a worker while it starts
 (`bbcodec.codec.workers`). The server itself starts with SIGINT blocked
-(`bbcodec.worker_server.sigint_blocked`), so a Ctrl-C during these imports is not its. Import it nowhere else: it changes the process's SIGINT handler.
+(`bbcodec.worker_server.sigint_blocked`), so a Ctrl-C during these imports is not its.
+Import it nowhere else: it changes the process's SIGINT handler.
 """
 
 import signal

@@ -129,15 +129,22 @@ def exact_symbol_sums(
     return below, through, weights.sum(axis=1) * _ONE_FINE
 
 
+def _cdf_at(edges: np.ndarray, weights, means: np.ndarray, inverse_one: np.ndarray) -> np.ndarray:
+    """(n, e) Σ_k w_k σ_k at (n or 1, e) upper bin edges ([-1, 1] units), for (n, m)
+    weights, means ([-1, 1] units) and inverse scales × 2**12 (`_sigmoid_from_difference`)."""
+    x = edges[:, None, :] - means[:, :, None]
+    sigmoids, index = np.empty_like(x), np.empty(x.shape, np.intp)
+    _sigmoid_from_difference(x, inverse_one[:, :, None], index, sigmoids)
+    sigmoids *= weights[:, :, None]
+    return sigmoids.sum(axis=1)
+
+
 def _mixture_cdf(weights, means_fixed, inverse_scales, values: np.ndarray) -> np.ndarray:
     """(n, e) mixture CDF Σ_k w_k σ_k at the upper bin edges of (n, e) ``values`` in
     −1 … 255 (2**-24 units, integers): 0 for −1, Σ_k w_k · 2**24 for 255 — the running
     sums of `exact_mixture_table`'s rows, through each value."""
-    x = _UPPER_EDGES[np.clip(values, 0, 254)][:, None, :] - fp.from_fixed(means_fixed)[:, :, None]
-    sigmoids, index = np.empty_like(x), np.empty(x.shape, np.intp)
-    _sigmoid_from_difference(x, (inverse_scales * fp.ONE)[:, :, None], index, sigmoids)
-    sigmoids *= weights[:, :, None]
-    cdf = sigmoids.sum(axis=1)
+    edges = _UPPER_EDGES[np.clip(values, 0, 254)]
+    cdf = _cdf_at(edges, weights, fp.from_fixed(means_fixed), inverse_scales * fp.ONE)
     total = weights.sum(axis=1, keepdims=True) * _ONE_FINE
     return np.where(values < 0, 0.0, np.where(values > 254, total, cdf))
 
@@ -170,7 +177,7 @@ class TwoStageTables:
         cdf = np.empty((len(self.weights), n_bins + 1))
         cdf[:, 0] = 0.0
         ends = _UPPER_EDGES[self.bin_values - 1 :: self.bin_values]  # all bins' but the last
-        cdf[:, 1:-1] = self._cdf_at(ends[None, :])
+        cdf[:, 1:-1] = _cdf_at(ends[None, :], self.weights, self.means, self.inverse_one)
         cdf[:, -1] = self.total
         self._edges_cdf = cdf
         return np.diff(cdf, axis=1)
@@ -185,21 +192,13 @@ class TwoStageTables:
         rows = np.arange(len(bins))
         before, end = self._edges_cdf[rows, bins], self._edges_cdf[rows, bins + 1]
         inner = bins[:, None] * self.bin_values + np.arange(self.bin_values - 1)  # ≤ 254
-        cdf = self._cdf_at(_UPPER_EDGES[inner])
+        cdf = _cdf_at(_UPPER_EDGES[inner], self.weights, self.means, self.inverse_one)
         masses = np.empty((len(bins), self.bin_values))
         masses[:, 0] = cdf[:, 0] - before
         np.subtract(cdf[:, 1:], cdf[:, :-1], out=masses[:, 1:-1])
         masses[:, -1] = end - cdf[:, -1]
         masses[end == before] = 1.0
         return masses
-
-    def _cdf_at(self, edges: np.ndarray) -> np.ndarray:
-        """(n, e) Σ_k w_k σ_k at (n or 1, e) upper bin edges ([-1, 1] units)."""
-        x = edges[:, None, :] - self.means[:, :, None]
-        sigmoids, index = np.empty_like(x), np.empty(x.shape, np.intp)
-        _sigmoid_from_difference(x, self.inverse_one[:, :, None], index, sigmoids)
-        sigmoids *= self.weights[:, :, None]
-        return sigmoids.sum(axis=1)
 
 
 class StageSums(NamedTuple):
