@@ -230,6 +230,52 @@ class IntegerMadePrior:
         mean, std = self.conditionals(h)
         return Gaussian(mean[:, i], std[:, i])
 
+    def steps(self) -> IntegerPriorSteps:
+        """A decoder's stepper: ``step``'s numbers at a fraction of its cost."""
+        return IntegerPriorSteps(self)
+
+
+class IntegerPriorSteps:
+    """`IntegerMadePrior.step` for i = 0, 1, … in turn, as a decoder pops a latent: the
+    same numbers, at a fraction of the cost. The first layer's sums are carried from one
+    call to the next, adding only the columns not yet added (integer products and sums
+    below 2**53: exact in any order, so the same as the full product on the prefix with
+    later entries zeroed), and the output layer computes only the two rows of dimension i
+    (its mean and log-std)."""
+
+    def __init__(self, prior: IntegerMadePrior):
+        self.prior = prior
+        first = prior.hidden[0]
+        weight, bias = first.numpy_weights
+        self._first_weight = np.ascontiguousarray(weight.T)  # (D, hidden)
+        self._first_bias, self._first_shift = bias, first.shift
+        weight, bias = prior.out.cpu_weights
+        half = weight.shape[0] // 2
+        pairs = torch.stack([torch.arange(half), torch.arange(half) + half], 1)  # (D, 2)
+        self._out_weights, self._out_biases = weight[pairs], bias[pairs]  # (D, 2, hidden), (D, 2)
+        self._sums: np.ndarray | None = None  # (B, hidden): bias + the added columns
+        self._added = 0  # columns of the prefix in ``_sums``
+
+    def step(self, z_prefix: np.ndarray, i: int) -> Gaussian:
+        """p(z_i | z_<i) for (B, ≥ i) latent values on the grid (entries ≥ i ignored):
+        exact float64 (B,) each, as `IntegerModel.prior_step`. A call for an earlier
+        dimension than the last one's successor, or another batch size, starts again."""
+        batch = z_prefix.shape[0]
+        if self._sums is None or i < self._added or self._sums.shape[0] != batch:
+            self._sums, self._added = np.tile(self._first_bias, (batch, 1)), 0
+        for column in range(self._added, i):  # one column a call, as a decoder steps
+            self._sums += to_fixed(z_prefix[:, column, None]) * self._first_weight[column]
+        self._added = max(self._added, i)
+        h = fp.elu(fp.floor_shift(self._sums, self._first_shift))
+        for layer in self.prior.hidden[1:]:
+            h = fp.elu(layer.linear(h))
+        sums = F.linear(torch.from_numpy(h), self._out_weights[i], self._out_biases[i])
+        mean_log_std = fp.floor_shift(sums.numpy(), self.prior.out.shift)  # (B, 2)
+        mean, std = _gaussian(
+            mean_log_std, priors.MadePrior.MIN_LOG_STD, priors.MadePrior.MAX_LOG_STD
+        )
+        return Gaussian(mean[:, 0], std[:, 0])
+
 
 class IntegerLatentToFeatures:
     """`bbcodec.models.encoders.LatentToFeatures` in exact arithmetic: z (N, D) exact
@@ -347,7 +393,7 @@ class _StepLayer:
         y = self.sums(x, out)
         np.floor(y, out=y)
         if self.clamps:
-            np.clip(y, -fp.ACTIVATION_BOUND, fp.ACTIVATION_BOUND, out=y)
+            fp.clamp(y, -fp.ACTIVATION_BOUND, fp.ACTIVATION_BOUND, out=y)
         return y
 
 
@@ -371,7 +417,7 @@ class IntegerCausalConv:
         plane = np.arange(channels)[:, None] * (height * width)
         taps = (plane + self.d_rows * width + self.d_cols).ravel()  # tap_weight's order
         x = np.empty((taps.size + 1, positions.size))
-        np.take(canvas.reshape(-1), taps[:, None] + positions, mode="clip", out=x[:-1])
+        canvas.reshape(-1).take(taps[:, None] + positions, mode="clip", out=x[:-1])
         x[-1] = 1.0
         return self.layer(x)
 
@@ -450,20 +496,20 @@ class IntegerPixelDecoder:
             self._elu(hidden, elu[:-1], index[:c], scratch)
             inner.sums(elu, sums)  # a, b from their tables' starts
             np.copyto(index, sums, casting="unsafe")
-            np.take(self._tanh_values, index[:c], mode="clip", out=gated[:-1])
-            np.take(self._sigmoid_values, index[c:], mode="clip", out=sigma)
+            self._tanh_values.take(index[:c], mode="clip", out=gated[:-1])
+            self._sigmoid_values.take(index[c:], mode="clip", out=sigma)
             gated[:-1] *= sigma  # tanh(a) · σ(b), rounded half up: within ±1
             gated[:-1] += 0.5
             np.floor(gated[:-1], out=gated[:-1])
             hidden += outer(gated, scratch)
-            np.clip(hidden, -bound - self.elu_low, bound - self.elu_low, out=hidden)
+            fp.clamp(hidden, -bound - self.elu_low, bound - self.elu_low, out=hidden)
         self._elu(hidden, elu[:-1], index[:c], scratch)
         head = self.head.sums(elu)
         np.floor(head, out=head)
-        np.clip(head, self.head_low, self.head_high, out=head)
+        fp.clamp(head, self.head_low, self.head_high, out=head)
         if self.coeffs is not None:  # tanh, from the table's start
             coeffs = head[self.coeffs]
-            np.take(self._tanh_values, coeffs.astype(np.int64), mode="clip", out=coeffs)
+            self._tanh_values.take(coeffs.astype(np.int64), mode="clip", out=coeffs)
         return head
 
     def _elu(
@@ -472,7 +518,7 @@ class IntegerPixelDecoder:
         """`fp.elu` of (C, N) hidden activations held from the table's start, into ``out``:
         ``max(h, 0) + (e^x − 1 at x = clamp(h, L, 0))``; index, scratch: (C, N) work space."""
         np.copyto(index, hidden, casting="unsafe")
-        np.take(self._elu_values, index, mode="clip", out=out)
+        self._elu_values.take(index, mode="clip", out=out)
         out += np.maximum(hidden, -self.elu_low, out=scratch)
 
     def stepper(self, features_fixed: torch.Tensor) -> IntegerPixelStepper:
@@ -537,6 +583,18 @@ class IntegerPixelStepper(PixelStepper):
 
     def _input(self, pixels: torch.Tensor) -> torch.Tensor:
         return pixels_fixed(self.decoder.kind, pixels.cpu())  # for the CPU canvas
+
+    def write_at(self, rows: torch.Tensor, cols: torch.Tensor, pixels: torch.Tensor) -> None:
+        """As `PixelStepper.write_at` (the same canvas values, `pixels_fixed`'s), in numpy
+        on the canvas's memory: a decoder writes a step's few dozen pixels at a time."""
+        top, side = self.pad
+        values = pixels.cpu().numpy()
+        if self.decoder.kind == "binary":
+            fixed = (values.astype(np.float64) * 2 - 1) * fp.ONE
+        else:
+            fixed = fp.PIXEL_FIXED[values]
+        channels_last = fixed.reshape(*values.shape[:2], -1)  # (B, n, C_in)
+        self._canvas[:, :, top + rows.numpy(), side + cols.numpy()] = channels_last.transpose(0, 2, 1)
 
     def _params_at(self, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
         """(B, n, P) parameters at n positions (int64 (n,) each); with a row context, on
@@ -608,6 +666,11 @@ class IntegerModel:
     def prior_step(self, z_prefix: torch.Tensor, i: int) -> Gaussian:
         """p(z_i | z_<i) for (N, D) latent values on the grid (entries ≥ i ignored)."""
         return _as_torch(self.prior.step(to_fixed(z_prefix.cpu().numpy()), i))
+
+    def prior_steps(self) -> IntegerPriorSteps:
+        """A decoder's prior: ``prior_step``'s numbers for i = 0, 1, … in turn, on numpy
+        arrays (`IntegerPriorSteps`)."""
+        return self.prior.steps()
 
     @torch.no_grad()
     def prior_conditionals(self, z: torch.Tensor) -> Gaussian:

@@ -127,12 +127,21 @@ class ModelAdapter:
     def prior(self, batch: int) -> Relayout:
         """P(z̄) for a batch; codes (B, D) grid symbols, dimension by dimension."""
 
-        @torch.no_grad()
-        def step_params(prefix: np.ndarray, i: int) -> GaussianParams:
-            z = np.zeros((batch, self.latent_dim), dtype=np.float32)
-            z[:, :i] = self.grid.to_values(prefix.T)
-            g = self.model.prior_step(torch.from_numpy(z).to(self.device), i)
-            return GaussianParams(_to_numpy(g.mean), _to_numpy(g.std))
+        if self.exact:  # numpy, carried from one dimension to the next: the same numbers
+            steps = self.model.prior_steps()
+
+            def step_params(prefix: np.ndarray, i: int) -> GaussianParams:
+                g = steps.step(self.grid.to_values(prefix.T), i)
+                return GaussianParams(g.mean, g.std)
+
+        else:
+
+            @torch.no_grad()
+            def step_params(prefix: np.ndarray, i: int) -> GaussianParams:
+                z = np.zeros((batch, self.latent_dim), dtype=np.float32)
+                z[:, :i] = self.grid.to_values(prefix.T)
+                g = self.model.prior_step(torch.from_numpy(z).to(self.device), i)
+                return GaussianParams(_to_numpy(g.mean), _to_numpy(g.std))
 
         @torch.no_grad()
         def all_params(symbols: np.ndarray) -> GaussianParams:  # (D, B): one exact pass

@@ -81,7 +81,7 @@ def _sigmoid_from_difference(
     np.floor(x, out=x)
     x -= sigmoid.low
     np.copyto(index, x, casting="unsafe")  # |x| < 2**35: exact
-    np.take(sigmoid.from_low(), index, mode="clip", out=out)
+    sigmoid.from_low().take(index, mode="clip", out=out)
 
 
 def exact_mixture_table(

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -181,6 +182,8 @@ def _reversed_range_push(starts: np.ndarray, numerators: np.ndarray) -> tuple:
 def _chunk_bounds(n_rows: int, blocks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Starts and lengths (int64) of the chunks whose tables are built at once: each block
     (None: one block of all rows) cut into chunks of at most `TABLE_CHUNK_ROWS` rows."""
+    if blocks is None and 0 < n_rows <= TABLE_CHUNK_ROWS:  # a decoder's step: one chunk
+        return np.zeros(1, dtype=np.int64), np.array([n_rows], dtype=np.int64)
     blocks = np.array([n_rows] if blocks is None else blocks, dtype=np.int64)
     blocks = blocks[blocks > 0]
     pieces = -(-blocks // TABLE_CHUNK_ROWS)  # chunks per block
@@ -563,11 +566,15 @@ class DiscretizedLogisticMixtureRGB:
         groups = group_sizes(n, self.group_size)
         object.__setattr__(self, "_groups", groups)
         object.__setattr__(self, "_arithmetic", _arithmetic(self.exact, self.pixel_bins))
-        # (n, 3) position of each (pixel, channel) in stack order (group, channel, pixel)
+
+    @functools.cached_property
+    def _stack_position(self) -> np.ndarray:
+        """(n, 3) position of each (pixel, channel) in stack order (group, channel, pixel);
+        only pushes and rates need it, not a decoder's pops."""
+        groups = self._groups
         first = np.repeat(np.cumsum(groups) - groups, groups)
         size = np.repeat(groups, groups)
-        stack = (2 * first + np.arange(n))[:, None] + np.arange(3) * size[:, None]
-        object.__setattr__(self, "_stack_position", stack)
+        return (2 * first + np.arange(groups.sum()))[:, None] + np.arange(3) * size[:, None]
 
     def _grouped_rows(self, symbols: np.ndarray) -> tuple[np.ndarray, ...]:
         """Symbols and row parameters of all pixels, in stack order (group, channel, pixel)."""

@@ -457,9 +457,14 @@ def test_one_pass_shortcuts_give_the_step_integers(family, kind):
     x = torch.from_numpy(random_images(model.config, 3, seed=4))
     z = torch.round(twin.posterior(x).mean * 256) / 256
     every = twin.prior_conditionals(z)
-    for i in range(z.shape[1]):
+    steps = twin.prior_steps()  # a decoder's: the first layer carried between calls
+    for i in [*range(z.shape[1]), 2, 0, z.shape[1] - 1]:  # in turn, then out of turn
         step = twin.prior_step(z, i)
         assert torch.equal(every.mean[:, i], step.mean) and torch.equal(every.std[:, i], step.std)
+        carried = steps.step(z.numpy(), i)
+        assert np.array_equal(carried.mean, step.mean.numpy())
+        assert np.array_equal(carried.std, step.std.numpy())
+    assert np.array_equal(steps.step(z[:1].numpy(), 3).mean, twin.prior_step(z[:1], 3).mean)
     height, width = model.config.image_hw
     whole = twin.pixel_stepper(z)
     whole.write_all(x)
