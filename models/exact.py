@@ -594,7 +594,9 @@ class IntegerPixelStepper(PixelStepper):
         else:
             fixed = fp.PIXEL_FIXED[values]
         channels_last = fixed.reshape(*values.shape[:2], -1)  # (B, n, C_in)
-        self._canvas[:, :, top + rows.numpy(), side + cols.numpy()] = channels_last.transpose(0, 2, 1)
+        self._canvas[:, :, top + rows.numpy(), side + cols.numpy()] = channels_last.transpose(
+            0, 2, 1
+        )
 
     def _params_at(self, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
         """(B, n, P) parameters at n positions (int64 (n,) each); with a row context, on
