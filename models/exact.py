@@ -325,14 +325,13 @@ def to_fixed(values: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
 #
 # A decoder runs the pixel network once per wavefront step, on a few dozen positions, so
 # the step path runs on the CPU in numpy (whose calls cost a fraction of torch's; the
-# matrix products are torch's, on the same memory) on channel-major (C, N) arrays of
-# N = B · n positions (image-major), in the fewest operations that give the integers of
-# `ExactAffine.linear` and `fp` exactly:
+# matrix products are torch's, on the same memory) on position-major (N, C) arrays of
+# N = B · n positions (image-major; the products' faster layout for a few dozen rows), in
+# the fewest operations that give the integers of `ExactAffine.linear` and `fp` exactly:
 #
-# - a layer multiplies by its weights × 2**-shift, the bias a column of them times an input
-#   row of ones (`_StepLayer`): scaling by a power of two is exact, so every product and
-#   partial sum is the integer one × 2**-shift, and the floor of the result is
-#   `floor_shift`'s;
+# - a layer multiplies by its weights × 2**-shift and adds its bias × 2**-shift
+#   (`_StepLayer`): scaling by a power of two is exact, so every product and partial sum
+#   is the integer one × 2**-shift, and the floor of the result is `floor_shift`'s;
 # - tables are read from their start (`fp.Table.from_low`) with ``np.take(mode="clip")``,
 #   which clamps the index. A layer output that only indexes a table has the table's start
 #   subtracted in its bias; it needs no ±ACTIVATION_BOUND clamp (the table's is within it)
@@ -342,16 +341,17 @@ def to_fixed(values: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
 
 
 #: Most positions a pixel step computes at once: an encoder's pass of thousands runs in
-#: pieces of this many, whose (C, ·) arrays stay in the CPU's caches.
+#: pieces of this many, whose (·, C) arrays stay in the CPU's caches.
 STEP_COLUMNS = 512
 
 
 class _StepLayer:
-    """An `ExactAffine` as the pixel steps apply it: ``weight @ x`` for channel-major inputs
-    x (in + 1, N) whose last row is ones, ``weight`` = [W | b − offset · 2**shift] ·
-    2**-shift (out, in + 1), a float64 tensor. Every product and partial sum is an integer
-    below 2**53 times 2**-shift, exact in float64 in any order: ``weight @ x`` is exactly
-    ``(W x + b) / 2**shift − offset``, and its floor `ExactAffine.linear`'s before the clamp.
+    """An `ExactAffine` as the pixel steps apply it: ``x @ weight + bias`` for position-major
+    inputs x (N, in), with ``weight`` = Wᵀ · 2**-shift (in, out) and ``bias`` =
+    (b − offset · 2**shift) · 2**-shift (out,), float64 tensors. Every product and partial
+    sum is an integer below 2**53 times 2**-shift, exact in float64 in any order: the
+    result is exactly ``(W x + b) / 2**shift − offset``, and its floor
+    `ExactAffine.linear`'s before the clamp.
 
     Args:
         affine: the layer.
@@ -372,24 +372,24 @@ class _StepLayer:
         worst = float((np.abs(weight).sum(1) * input_bound + np.abs(bias)).max())
         if worst >= fp.EXACT_LIMIT:
             raise ValueError("a pixel step's layer could exceed 2**53 in exact arithmetic")
-        self.weight = torch.from_numpy(
-            np.concatenate([weight, bias[:, None]], 1) * 2.0**-affine.shift
-        )
-        #: Whether ``floor(weight @ x)`` can leave ±ACTIVATION_BOUND (else `__call__`
-        #: leaves the clamp out).
-        self.clamps = worst * 2.0**-affine.shift > fp.ACTIVATION_BOUND
+        scale = 2.0**-affine.shift
+        self.weight = torch.from_numpy(np.ascontiguousarray(weight.T) * scale)
+        self.bias = torch.from_numpy(bias * scale)
+        #: Whether ``floor(x @ weight + bias)`` can leave ±ACTIVATION_BOUND (else
+        #: `__call__` leaves the clamp out).
+        self.clamps = worst * scale > fp.ACTIVATION_BOUND
 
     def sums(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """(in + 1, N) → (out, N): ``(W x + b) / 2**shift − offset``, exact (into ``out``,
+        """(N, in) → (N, out): ``(W x + b) / 2**shift − offset``, exact (into ``out``,
         C-contiguous, if given). A torch product on the numpy arrays' memory: it runs
         with the coder's torch threads (numpy's BLAS threads are nobody's setting)."""
         if out is None:
-            out = np.empty((self.weight.shape[0], x.shape[1]))
-        torch.mm(self.weight, torch.from_numpy(x), out=torch.from_numpy(out))
+            out = np.empty((x.shape[0], self.weight.shape[1]))
+        torch.addmm(self.bias, torch.from_numpy(x), self.weight, out=torch.from_numpy(out))
         return out
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """(in + 1, N) → (out, N) activation integers: `ExactAffine.linear` (no offset)."""
+        """(N, in) → (N, out) activation integers: `ExactAffine.linear` (no offset)."""
         y = self.sums(x, out)
         np.floor(y, out=y)
         if self.clamps:
@@ -407,7 +407,7 @@ class IntegerCausalConv:
         self.layer = _StepLayer(affine, input_bound=fp.ONE)  # pixels are within ±1
 
     def at(self, canvas: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """As `CausalConv.at`, channel-major: (C_out, N) activation integers.
+        """As `CausalConv.at`, position-major: (N, C_out) activation integers.
 
         Args:
             canvas: the stepper's (B, C_in, H', W') canvas (C-contiguous).
@@ -416,9 +416,7 @@ class IntegerCausalConv:
         _, channels, height, width = canvas.shape
         plane = np.arange(channels)[:, None] * (height * width)
         taps = (plane + self.d_rows * width + self.d_cols).ravel()  # tap_weight's order
-        x = np.empty((taps.size + 1, positions.size))
-        canvas.reshape(-1).take(taps[:, None] + positions, mode="clip", out=x[:-1])
-        x[-1] = 1.0
+        x = canvas.reshape(-1).take(positions[:, None] + taps, mode="clip")
         return self.layer(x)
 
 
@@ -442,8 +440,8 @@ class IntegerRowContext:
         return fp.rescale(gate * h + (fp.ONE - gate) * fp.tanh(cand), fp.FRAC_BITS)
 
     def above(self, h: torch.Tensor) -> np.ndarray:
-        """The state h (B, hidden, W) read out: (C, B, W) activation integers."""
-        return self.out.linear(h.numpy().transpose(0, 2, 1)).transpose(2, 0, 1)
+        """The state h (B, hidden, W) read out: (B, W, C) activation integers."""
+        return self.out.linear(h.numpy().transpose(0, 2, 1))
 
 
 class IntegerPixelDecoder:
@@ -484,39 +482,37 @@ class IntegerPixelDecoder:
         self.head = _StepLayer(ExactAffine.of_layer(decoder.head), offset=head_starts)
 
     def finish(self, hidden: np.ndarray) -> np.ndarray:
-        """(C, N) hidden activations (from the elu table's start; overwritten) → (P, N)
+        """(N, C) hidden activations (from the elu table's start; overwritten) → (N, P)
         constrained head parameters, activation integers."""
-        c, n = hidden.shape
-        elu, gated = np.empty((c + 1, n)), np.empty((c + 1, n))  # + a row of ones: the bias
-        elu[-1] = gated[-1] = 1.0
-        sums, sigma, scratch = np.empty((2 * c, n)), np.empty((c, n)), np.empty((c, n))
-        index = np.empty((2 * c, n), dtype=np.int64)
+        n, c = hidden.shape
+        elu, gated, sigma, scratch = (np.empty((n, c)) for _ in range(4))
+        sums, index = np.empty((n, 2 * c)), np.empty((n, 2 * c), dtype=np.int64)
         bound = fp.ACTIVATION_BOUND
         for inner, outer in self.blocks:
-            self._elu(hidden, elu[:-1], index[:c], scratch)
+            self._elu(hidden, elu, index[:, :c], scratch)
             inner.sums(elu, sums)  # a, b from their tables' starts
             np.copyto(index, sums, casting="unsafe")
-            self._tanh_values.take(index[:c], mode="clip", out=gated[:-1])
-            self._sigmoid_values.take(index[c:], mode="clip", out=sigma)
-            gated[:-1] *= sigma  # tanh(a) · σ(b), rounded half up: within ±1
-            gated[:-1] += 0.5
-            np.floor(gated[:-1], out=gated[:-1])
+            self._tanh_values.take(index[:, :c], mode="clip", out=gated)
+            self._sigmoid_values.take(index[:, c:], mode="clip", out=sigma)
+            gated *= sigma  # tanh(a) · σ(b), rounded half up: within ±1
+            gated += 0.5
+            np.floor(gated, out=gated)
             hidden += outer(gated, scratch)
             fp.clamp(hidden, -bound - self.elu_low, bound - self.elu_low, out=hidden)
-        self._elu(hidden, elu[:-1], index[:c], scratch)
+        self._elu(hidden, elu, index[:, :c], scratch)
         head = self.head.sums(elu)
         np.floor(head, out=head)
         fp.clamp(head, self.head_low, self.head_high, out=head)
         if self.coeffs is not None:  # tanh, from the table's start
-            coeffs = head[self.coeffs]
-            self._tanh_values.take(coeffs.astype(np.int64), mode="clip", out=coeffs)
+            coeffs = head[:, self.coeffs].astype(np.int64)
+            head[:, self.coeffs] = self._tanh_values.take(coeffs, mode="clip")
         return head
 
     def _elu(
         self, hidden: np.ndarray, out: np.ndarray, index: np.ndarray, scratch: np.ndarray
     ) -> None:
-        """`fp.elu` of (C, N) hidden activations held from the table's start, into ``out``:
-        ``max(h, 0) + (e^x − 1 at x = clamp(h, L, 0))``; index, scratch: (C, N) work space."""
+        """`fp.elu` of (N, C) hidden activations held from the table's start, into ``out``:
+        ``max(h, 0) + (e^x − 1 at x = clamp(h, L, 0))``; index, scratch: (N, C) work space."""
         np.copyto(index, hidden, casting="unsafe")
         self._elu_values.take(index, mode="clip", out=out)
         out += np.maximum(hidden, -self.elu_low, out=scratch)
@@ -529,7 +525,7 @@ def _head_bounds(
     kind: str, n_mixtures: int, tanh: fp.Table
 ) -> tuple[np.ndarray, np.ndarray, slice | None]:
     """`bbcodec.models.heads.clamp_params` on activation integers as a clamp of each head
-    output (its lows and highs, (P, 1) each): ±ACTIVATION_BOUND, the log-scale floor, and
+    output (its lows and highs, (P,) each): ±ACTIVATION_BOUND, the log-scale floor, and
     for the RGB coefficients (rows ``coeffs``, or None) their tanh table's index range
     (the head subtracts the table's start from them; the caller reads the table)."""
     k = n_mixtures
@@ -542,7 +538,7 @@ def _head_bounds(
     if kind == "rgb":
         coeffs = slice(sum(parts[:3]), sum(parts))
         low[coeffs], high[coeffs] = 0.0, tanh.high - tanh.low
-    return low[:, None], high[:, None], coeffs
+    return low, high, coeffs
 
 
 class IntegerPixelStepper(PixelStepper):
@@ -579,7 +575,7 @@ class IntegerPixelStepper(PixelStepper):
             yield self._params_at(np.full(width, i), cols)
 
     def _row_out(self) -> np.ndarray:
-        return self.decoder.row.above(self.row_state)  # (C, B, W)
+        return self.decoder.row.above(self.row_state)  # (B, W, C)
 
     def _input(self, pixels: torch.Tensor) -> torch.Tensor:
         return pixels_fixed(self.decoder.kind, pixels.cpu())  # for the CPU canvas
@@ -609,26 +605,26 @@ class IntegerPixelStepper(PixelStepper):
         # The terms added to the local convolution, from the elu table's start.
         terms = np.subtract(self._features_at(rows, cols), dec.elu_low, dtype=np.float64)
         if dec.row is not None:
-            terms += self.row_above[:, :, cols].reshape(len(terms), -1)
+            terms += self.row_above[:, cols].reshape(len(terms), -1)
         params = np.empty((positions.size, dec.param_channels))
         for start in range(0, positions.size, STEP_COLUMNS):
             part = slice(start, start + STEP_COLUMNS)
             hidden = dec.local.at(self._canvas, positions[part])
-            hidden += terms[:, part]
+            hidden += terms[part]
             if dec.row is not None:
                 hidden += dec.row.left.at(self._canvas, positions[part])
-            params[part] = dec.finish(hidden).T
+            params[part] = dec.finish(hidden)
         return torch.from_numpy(params.reshape(batch, len(rows), -1))
 
     def _features_at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """(C, B · n) the features at n positions, on the CPU (a channel-major view; float32
-        or float64, as the features are)."""
+        """(B · n, C) the features at n positions, on the CPU (float32 or float64, as the
+        features are)."""
         features = self.features
         if features.device.type == "cpu":
             at = features.numpy()[:, rows, cols]
         else:
             at = features[:, torch.from_numpy(rows), torch.from_numpy(cols)].cpu().numpy()
-        return at.reshape(-1, at.shape[-1]).T
+        return at.reshape(-1, at.shape[-1])
 
 
 # ----- the model ----------------------------------------------------------------------------
