@@ -98,6 +98,21 @@ def test_rescale_is_python_integer_rounding_half_up(array):
         assert ints(result) == [py_rescale(a, shift) for a in accs], shift
 
 
+def test_clamp_is_numpy_clip():
+    """`fp.clamp` gives `np.clip`'s values: scalar and broadcast bounds, into ``out`` or a
+    new array (its input left alone)."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(-100, 100, size=(7, 5)).astype(np.float64)
+    low, high = rng.integers(-60, 0, size=5).astype(np.float64), 40.0
+    kept = x.copy()
+    assert np.array_equal(fp.clamp(x, low, high), np.clip(x, low, high))
+    assert np.array_equal(x, kept)
+    out = np.empty_like(x)
+    assert fp.clamp(x, -3.0, 3.0, out=out) is out
+    assert np.array_equal(out, np.clip(x, -3, 3))
+    assert np.array_equal(fp.clamp(x, -3.0, 3.0, out=x), np.clip(kept, -3, 3))
+
+
 def test_rescale_rounds_ties_up_and_clamps():
     assert ints(fp.rescale(np.array([5.0, -5.0, 7.0, -7.0]), 1)) == [3, -2, 4, -3]
     assert ints(fp.rescale(np.array([2.0**40, -(2.0**40)]), 2)) == [BOUND, -BOUND]
