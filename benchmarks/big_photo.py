@@ -4,8 +4,8 @@ Builds an RGB photo of ``--size`` (default 6000×4000, width × height) from Kod
 mirrored side by side (each copy flipped so neighbours meet at a mirror edge), writes it
 as a PNG, then runs
 
-    bbcodec compress BIG.png -o BIG.bbc --workers W
-    bbcodec decompress BIG.bbc -o BACK.png --workers W
+    bbcodec compress BIG.png -o BIG.bbc --workers W --max-pixels N
+    bbcodec decompress BIG.bbc -o BACK.png --workers W --max-pixels N
 
 and checks that BACK.png holds the same pixels. While each command runs, the resident
 memory of its whole process tree (the command, its worker server and workers) is summed
@@ -99,7 +99,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         big, coded, back = (Path(folder) / name for name in ("big.png", "big.bbc", "back.png"))
         Image.fromarray(photo).save(big, compress_level=1)
-        workers = ["--workers", str(args.workers)]
+        workers = ["--workers", str(args.workers), "--max-pixels", str(width * height)]
         encode = run_measured(["compress", str(big), "-o", str(coded), *workers, *model])
         file_bytes = coded.stat().st_size
         decode = run_measured(["decompress", str(coded), "-o", str(back), *workers])
