@@ -230,10 +230,6 @@ class IntegerMadePrior:
         mean, std = self.conditionals(h)
         return Gaussian(mean[:, i], std[:, i])
 
-    def steps(self) -> IntegerPriorSteps:
-        """A decoder's stepper: ``step``'s numbers at a fraction of its cost."""
-        return IntegerPriorSteps(self)
-
 
 class IntegerPriorSteps:
     """`IntegerMadePrior.step` for i = 0, 1, … in turn, as a decoder pops a latent: the
@@ -265,7 +261,7 @@ class IntegerPriorSteps:
             self._sums, self._added = np.tile(self._first_bias, (batch, 1)), 0
         for column in range(self._added, i):  # one column a call, as a decoder steps
             self._sums += to_fixed(z_prefix[:, column, None]) * self._first_weight[column]
-        self._added = max(self._added, i)
+        self._added = i
         h = fp.elu(fp.floor_shift(self._sums, self._first_shift))
         for layer in self.prior.hidden[1:]:
             h = fp.elu(layer.linear(h))
@@ -584,15 +580,8 @@ class IntegerPixelStepper(PixelStepper):
         """As `PixelStepper.write_at` (the same canvas values, `pixels_fixed`'s), in numpy
         on the canvas's memory: a decoder writes a step's few dozen pixels at a time."""
         top, side = self.pad
-        values = pixels.cpu().numpy()
-        if self.decoder.kind == "binary":
-            fixed = (values.astype(np.float64) * 2 - 1) * fp.ONE
-        else:
-            fixed = fp.PIXEL_FIXED[values]
-        channels_last = fixed.reshape(*values.shape[:2], -1)  # (B, n, C_in)
-        self._canvas[:, :, top + rows.numpy(), side + cols.numpy()] = channels_last.transpose(
-            0, 2, 1
-        )
+        as_image = self._input(pixels.unsqueeze(2)).numpy()  # (B, C_in, n, 1)
+        self._canvas[:, :, top + rows.numpy(), side + cols.numpy()] = as_image[..., 0]
 
     def _params_at(self, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
         """(B, n, P) parameters at n positions (int64 (n,) each); with a row context, on
@@ -668,7 +657,7 @@ class IntegerModel:
     def prior_steps(self) -> IntegerPriorSteps:
         """A decoder's prior: ``prior_step``'s numbers for i = 0, 1, … in turn, on numpy
         arrays (`IntegerPriorSteps`)."""
-        return self.prior.steps()
+        return IntegerPriorSteps(self.prior)
 
     @torch.no_grad()
     def prior_conditionals(self, z: torch.Tensor) -> Gaussian:
