@@ -12,8 +12,10 @@ The commands live in their own modules, each a set of pairs
     ├── bench_command.py   bench
     └── latent_commands.py latent (reconstruct, sample, interpolate, attribute, report)
 
-Only this module imports the command modules. Heavy imports (torch) happen inside the
-commands, so ``bbcodec --help`` stays fast.
+Only this module imports the command modules, in `build_parser`, once `main` has taken
+over Ctrl-C and SIGTERM: their imports (numpy, constriction: a few tenths of a second) are
+part of the command, so a signal then ends it with one line like any other. Heavy imports
+(torch) happen inside the commands, so ``bbcodec --help`` stays fast.
 
 Errors users can cause (a `bbcodec.errors.BbcodecError`: bad data, bad or tampered
 weights, bad options, damaged files; an `OSError`: missing or unwritable files; running out
@@ -38,10 +40,6 @@ import threading
 from typing import NoReturn
 
 from bbcodec.cli.args import Parser, common
-from bbcodec.cli.bench_command import _add_bench
-from bbcodec.cli.codec_commands import _add_compress, _add_decompress
-from bbcodec.cli.latent_commands import _add_latent
-from bbcodec.cli.model_commands import _add_eval, _add_export, _add_models, _add_train
 from bbcodec.errors import BbcodecError
 
 DESCRIPTION = """\
@@ -65,13 +63,18 @@ line (`bbcodec: error: ...`) and exit non-zero; --debug shows the traceback."""
 
 # ----- main -----------------------------------------------------------------------------
 
-COMMANDS = (
-    _add_compress, _add_decompress, _add_models, _add_eval, _add_train, _add_export, _add_bench,
-    _add_latent,
-)  # fmt: skip
-
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``bbcodec`` parser with every command (imports the command modules)."""
+    from bbcodec.cli.bench_command import _add_bench
+    from bbcodec.cli.codec_commands import _add_compress, _add_decompress
+    from bbcodec.cli.latent_commands import _add_latent
+    from bbcodec.cli.model_commands import _add_eval, _add_export, _add_models, _add_train
+
+    commands = (
+        _add_compress, _add_decompress, _add_models, _add_eval, _add_train, _add_export,
+        _add_bench, _add_latent,
+    )  # fmt: skip
     parser = Parser(
         prog="bbcodec", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -81,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
     parent = common()
-    for add in COMMANDS:
+    for add in commands:
         add(subparsers, parent)
     return parser
 
@@ -164,21 +167,25 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``bbcodec`` command; returns the exit code (0 on success)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error argparse already printed (2)
-        return exc.code if isinstance(exc.code, int) else 2
-    if args.command is None:
-        parser.print_help()
-        return 0
+    """Run the ``bbcodec`` command; returns the exit code (0 on success). Ctrl-C and
+    SIGTERM are handled from the start: while the parser is built and the arguments read,
+    too."""
+    debug = False
     try:
         with _signals_raise():
+            parser = build_parser()
+            try:
+                args = parser.parse_args(argv)
+            except SystemExit as exc:  # --help (0) or a usage error argparse printed (2)
+                return exc.code if isinstance(exc.code, int) else 2
+            if args.command is None:
+                parser.print_help()
+                return 0
+            debug = args.debug
             return args.func(args)
     except BaseException as exc:
         error = _user_error(exc)
-        if error is None or args.debug:
+        if error is None or debug:
             raise
         code, message = error
         print(f"bbcodec: error: {message}", file=sys.stderr)

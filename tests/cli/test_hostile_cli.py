@@ -302,6 +302,29 @@ def test_ctrl_c_at_the_terminal_while_workers_start_leaves_nothing(model, after_
     assert sorted(p.name for p in Path.cwd().iterdir()) == ["x.npy"]
 
 
+def test_ctrl_c_while_the_commands_are_imported_is_one_line():
+    """Importing `bbcodec.cli.main` (what ``python -m`` and the installed command run first)
+    loads neither numpy nor torch, and a Ctrl-C while `main` builds the parser (importing the
+    command modules) ends the command with one line and 130, not a traceback."""
+    script = """if True:
+        import os, signal, sys
+        import bbcodec.cli.main as cli
+        heavy = sorted({"numpy", "torch", "constriction"} & set(sys.modules))
+        assert not heavy, heavy
+        build_parser = cli.build_parser
+        def interrupted_build():
+            os.kill(os.getpid(), signal.SIGINT)
+            return build_parser()
+        cli.build_parser = interrupted_build
+        sys.exit(cli.main(["models"]))
+    """
+    result = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 130, result.stderr
+    assert _one_error_line(result.stderr) == "bbcodec: error: interrupted"
+    assert result.stdout == ""
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
