@@ -232,6 +232,7 @@ MODEL_CODES: dict[int, str] = {
     6: "vlae-photo",
     7: "vlae-photo-grey",
     8: "vlae-photo-2",
+    9: "vlae-photo-grey-2",
 }
 #: Setting names by key index (part of the format: new keys are only ever appended).
 SETTINGS_KEYS = (
