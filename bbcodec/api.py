@@ -47,7 +47,7 @@ from bbcodec.errors import DecodeError, ImageKindError, UsageError
 from bbcodec.models.data import dataset_kind
 from bbcodec.models.vae import LatentVariableModel
 from bbcodec.plan import DEFAULT_MAX_PIXELS, default_model_name, plan_coding, shape_runs
-from bbcodec.zoo import list_models, load_model
+from bbcodec.zoo import list_models, load_model, registered_tile_latents
 
 __all__ = [
     "CompressReport",
@@ -264,12 +264,13 @@ def compress_to(
         device, torch.get_num_threads(), None if settings is None else settings.band_rows,
         None if settings is None else settings.pixel_bins,
         model_obj.config.kind != "binary" and (settings is None or settings.arithmetic == "exact"),
+        None if settings is None else settings.tile_latents, registered_tile_latents(model_id),
     )  # fmt: skip
     if settings is None:
         settings = CodingSettings(torch_threads=plan.torch_threads)
     settings = dataclasses.replace(
         settings, chunk_images=plan.chunk_images, band_rows=plan.band_rows,
-        pixel_bins=plan.pixel_bins,
+        pixel_bins=plan.pixel_bins, tile_latents=plan.tile_latents,
     )  # fmt: skip
     if plan.workers > 1 and settings.torch_threads != 1:
         raise UsageError(

@@ -56,7 +56,7 @@ from bbcodec.models.data import image_files, load_image_runs
 from bbcodec.models.evaluate import EvalResult, check_images, evaluate
 from bbcodec.models.tiles import tiled_elbo_terms
 from bbcodec.plan import DEFAULT_MAX_PIXELS, default_workers, plan_coding
-from bbcodec.zoo import list_models, load_model
+from bbcodec.zoo import list_models, load_model, registered_tile_latents
 
 __all__ = [
     "BenchOptions",
@@ -574,6 +574,8 @@ class BenchOptions:
         per_file: a dataset is coded one file per image (`bench_per_file`), not in one
             file; photos are one file each either way.
         pixel_bins: `CodingSettings.pixel_bins`.
+        tile_latents: `CodingSettings.tile_latents` of photos (``None``: the model's
+            registered choice, as ``bbcodec compress`` codes them).
     """
 
     chunk_images: int | None = None
@@ -585,6 +587,7 @@ class BenchOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     per_file: bool = False
     pixel_bins: int | None = None
+    tile_latents: str | None = None
 
 
 def bench_dataset(
@@ -661,7 +664,7 @@ def bench_per_file(
     tasks = ((image, name) for image in images)
     workers = options.workers or 1  # as `bbcodec compress` codes one image: in-process
     settings, workers, trips = _each_its_own_file(
-        model, images, _round_trip_alone, tasks, workers, options
+        model, model_name, images, _round_trip_alone, tasks, workers, options
     )
     elbo, baselines = _references(model, images, model_name, data_name, split, options)
     dims = int(np.prod(images.shape[1:]))
@@ -684,7 +687,7 @@ def _references(
 
 
 def _each_its_own_file(
-    model, images: Sequence[np.ndarray], job: Callable, tasks, workers: int,
+    model, model_name: str, images: Sequence[np.ndarray], job: Callable, tasks, workers: int,
     options: BenchOptions,
 ) -> tuple[CodingSettings, int, tuple]:  # fmt: skip
     """``job(codec, *task, progress)`` for each image's task, every image its own file.
@@ -697,11 +700,12 @@ def _each_its_own_file(
     plan = plan_coding(
         [(image.shape, 1) for image in images], model.config.image_shape, 1, workers,
         options.device, torch.get_num_threads(), pixel_bins=options.pixel_bins,
-        eight_bit_exact=model.config.kind != "binary",
+        eight_bit_exact=model.config.kind != "binary", tile_latents=options.tile_latents,
+        model_tile_latents=registered_tile_latents(model_name),
     )  # fmt: skip
     settings = CodingSettings(
         seed=options.seed, device=options.device, torch_threads=plan.torch_threads,
-        pixel_bins=plan.pixel_bins,
+        pixel_bins=plan.pixel_bins, tile_latents=plan.tile_latents,
     )  # fmt: skip
     results = code_chunks(model, settings, plan.workers, job, tasks)
     with contextlib.closing(results):
@@ -740,7 +744,7 @@ def bench_photos(
     tasks = ((label, image, name) for label, image in zip(labels, images, strict=True))
     workers = options.workers or default_workers(len(images), len(images))  # one per core
     settings, workers, rows = _each_its_own_file(
-        model, images, _bench_photo, tasks, workers, options
+        model, model_name, images, _bench_photo, tasks, workers, options
     )
     return PhotoBench(model_name, data_name, settings, workers, rows)
 

@@ -140,6 +140,9 @@ version. Its headers hold the whole sha256 of the weights and of each chunk's pi
 - 3 with ``pixel_bins`` (key 12, added the same way): 8-bit pixels coded in two stages,
   a bin of ``256 / pixel_bins`` values, then the value in it
   (`bbcodec.coding.logistic`); absent, each pixel value is one 256-way symbol.
+- 3 with ``tile_latents`` (key 13, added the same way): ``"prior-mean"`` when the images
+  coded tiled code no latents, each tile's latent being the prior's mean
+  (`bbcodec.codec.tiled`); absent, every latent is coded with bits back.
 
 Example:
     >>> import numpy as np
@@ -249,6 +252,7 @@ SETTINGS_KEYS = (
     "arithmetic",
     "band_rows",
     "pixel_bins",
+    "tile_latents",
 )
 
 _MODEL_CODE_OF = {model_id: code for code, model_id in MODEL_CODES.items()}

@@ -12,7 +12,9 @@ The API, the CLI, the worker pool and the bench all ask this module; nothing els
   of its own in a chunk of its own (`image_bands`, `band_height`), so the workers code one
   photo side by side and a coder holds one band at a time;
 - **workers and threads**: how many worker processes code chunks side by side and how many
-  torch threads each uses (`plan_coding`, `default_workers`).
+  torch threads each uses (`plan_coding`, `default_workers`);
+- **latents of tiled images**: coded with bits back, or not at all where the model's
+  registry entry says its decoder ignores them (`TILE_LATENTS`, `plan_coding`).
 
 Example:
     >>> plan = plan_coding([((28, 28), 2000)], (28, 28), workers=2, threads=2)
@@ -44,6 +46,7 @@ __all__ = [
     "MAX_BATCH_LIMIT",
     "MAX_DATASET_PIXELS_FACTOR",
     "MIN_IMAGES_PER_WORKER",
+    "TILE_LATENTS",
     "ChunkSpan",
     "CodingPlan",
     "band_height",
@@ -339,6 +342,8 @@ class CodingPlan:
         torch_threads: torch threads of each coder (1 whenever several workers run).
         spans: the chunks, in file order.
         band_rows: rows of a band (0: no image is cut into bands; `band_height`).
+        pixel_bins: first-stage bins of 8-bit pixels (`PHOTO_PIXEL_BINS`).
+        tile_latents: how the latents of tiled images are coded (`TILE_LATENTS`).
     """
 
     chunk_images: int
@@ -347,12 +352,18 @@ class CodingPlan:
     spans: tuple[ChunkSpan, ...]
     band_rows: int = 0
     pixel_bins: int = 1
+    tile_latents: str = "bits-back"
 
 
 #: First-stage bins of 8-bit pixels in a file with photos (images coded tiled) on the exact
 #: path, unless asked otherwise: a photo's decoder builds tables about 7 times smaller
 #: (`bbcodec.codec.CodingSettings.pixel_bins`), at the same rate.
 PHOTO_PIXEL_BINS = 16
+
+
+#: How the latents of images coded tiled are coded (`bbcodec.codec.CodingSettings.
+#: tile_latents`): with bits back, or none (each tile's latent is the prior's mean).
+TILE_LATENTS = ("bits-back", "prior-mean")
 
 
 #: Fewer pixels than this in all are coded with one torch thread: one 28×28 digit took 0.5 s
@@ -370,6 +381,8 @@ def plan_coding(
     band_rows: int | None = None,
     pixel_bins: int | None = None,
     eight_bit_exact: bool = True,
+    tile_latents: str | None = None,
+    model_tile_latents: str = "bits-back",
 ) -> CodingPlan:
     """Plan the coding of images given as runs of ``(shape, count)`` in file order.
 
@@ -387,6 +400,10 @@ def plan_coding(
         pixel_bins: first-stage bins of 8-bit pixels (``None``: `PHOTO_PIXEL_BINS` if
             any image is coded tiled and ``eight_bit_exact``, else 1).
         eight_bit_exact: the model codes 8-bit values (not binary) with exact arithmetic.
+        tile_latents: how the latents of tiled images are coded (`TILE_LATENTS`;
+            ``None``: ``model_tile_latents`` if any image is coded tiled, else
+            ``"bits-back"``).
+        model_tile_latents: the model's registered choice (`bbcodec.zoo.ModelInfo`).
 
     Raises:
         UsageError: ``band_rows`` is not a multiple of the model's tile height.
@@ -408,5 +425,7 @@ def plan_coding(
     workers = min(requested if device.startswith("cpu") else 1, max(len(spans), 1))
     if pixel_bins is None:
         pixel_bins = PHOTO_PIXEL_BINS if n_tiled and eight_bit_exact else 1
+    if tile_latents is None:
+        tile_latents = model_tile_latents if n_tiled else "bits-back"
     threads = 1 if workers > 1 else threads
-    return CodingPlan(chunk_images, workers, threads, spans, band_rows, pixel_bins)
+    return CodingPlan(chunk_images, workers, threads, spans, band_rows, pixel_bins, tile_latents)

@@ -5,7 +5,8 @@ Shipped models live beside the torch code, as package data::
     models/weights/                 (installed as bbcodec/models/weights/)
     ├── registry.json               {name: {"file", "sha256", "dataset",
     │                                       "test_neg_elbo_bpd", "test_neg_elbo_nats",
-    │                                       "card", "n_params", "family"}}
+    │                                       "card", "n_params", "family",
+    │                                       "tile_latents"}}
     ├── <name>.safetensors          weights + `ModelConfig` in the metadata
     └── <name>.md                   model card: data, recipe, test −ELBO, sha256
 
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bbcodec.errors import UsageError, WeightsError
+from bbcodec.plan import TILE_LATENTS
 
 if TYPE_CHECKING:
     from bbcodec.models.evaluate import EvalResult
@@ -61,6 +63,7 @@ __all__ = [
     "load_model",
     "register_evaluated",
     "register_model",
+    "registered_tile_latents",
     "weights_folder",
 ]
 
@@ -85,6 +88,10 @@ class ModelInfo:
         n_params: trainable parameters (None if the entry does not say).
         family: ``vlae`` or ``delta-vae`` (None if the entry does not say).
         path: absolute path of the weights file.
+        tile_latents: how the model's tiled images code their latents by default
+            (`bbcodec.codec.CodingSettings.tile_latents`): ``"prior-mean"`` for a model
+            whose decoder was measured to ignore its latent (`benchmarks/tile_latents.py`,
+            numbers in the card); ``"bits-back"`` if the entry does not say.
     """
 
     name: str
@@ -97,6 +104,7 @@ class ModelInfo:
     n_params: int | None
     family: str | None
     path: Path
+    tile_latents: str = "bits-back"
 
     @property
     def card_path(self) -> Path:
@@ -146,6 +154,12 @@ def _info(folder: Path, name: str, entry: dict[str, Any]) -> ModelInfo:
             raise WeightsError(
                 f"{where}: entry {name!r} has {key} {value!r}; expected a plain file name"
             )
+    tile_latents = entry.get("tile_latents", "bits-back")
+    if tile_latents not in TILE_LATENTS:
+        raise WeightsError(
+            f"{where}: entry {name!r} has tile_latents {tile_latents!r}; expected one of "
+            f"{', '.join(TILE_LATENTS)}"
+        )
     try:
         return ModelInfo(
             name=name,
@@ -158,6 +172,7 @@ def _info(folder: Path, name: str, entry: dict[str, Any]) -> ModelInfo:
             n_params=None if entry.get("n_params") is None else int(entry["n_params"]),
             family=entry.get("family"),
             path=(folder / entry["file"]).resolve(),
+            tile_latents=tile_latents,
         )
     except (TypeError, ValueError) as exc:
         raise WeightsError(f"{where}: entry {name!r} is malformed: {exc}") from None
@@ -217,6 +232,36 @@ def load_model(
     raise WeightsError(
         f"{key!r} is neither a registered model nor a weights file (known models: {known})"
     )
+
+
+def registered_tile_latents(name: str, weights_dir: str | Path | None = None) -> str:
+    """How the registered model ``name`` codes the latents of tiled images by default
+    (`ModelInfo.tile_latents`); ``"bits-back"`` for any other name (a weights path)."""
+    entry = _read_registry(weights_folder(weights_dir)).get(name)
+    if entry is None:
+        return "bits-back"
+    return _info(weights_folder(weights_dir), name, entry).tile_latents
+
+
+def record_tile_latents(name: str, tile_latents: str, weights_dir: str | Path | None = None):
+    """Record in the registry how the registered model ``name`` codes the latents of tiled
+    images by default (``"bits-back"`` removes the key: the default).
+
+    Raises:
+        UsageError: ``name`` is not registered, or ``tile_latents`` is not one of
+            `TILE_LATENTS`.
+    """
+    if tile_latents not in TILE_LATENTS:
+        raise UsageError(f"tile_latents must be one of {', '.join(TILE_LATENTS)}")
+    folder = weights_folder(weights_dir)
+    with _locked(folder):
+        registry = _read_registry(folder)
+        if name not in registry:
+            raise UsageError(f"{name!r} is not a registered model")
+        registry[name].pop("tile_latents", None)
+        if tile_latents != "bits-back":
+            registry[name]["tile_latents"] = tile_latents
+        _write_atomic(folder / REGISTRY_FILE, json.dumps(registry, indent=2, sort_keys=True) + "\n")
 
 
 @contextlib.contextmanager

@@ -56,7 +56,12 @@ from bbcodec.cli.args import (
 )
 from bbcodec.coding.logistic import PIXEL_BINS
 from bbcodec.errors import BbcFileError, DecodeError, ImageKindError, SizeLimitError, UsageError
-from bbcodec.plan import DEFAULT_MAX_BATCH, MAX_AUTO_CHUNK_IMAGES, describe_default_models
+from bbcodec.plan import (
+    DEFAULT_MAX_BATCH,
+    MAX_AUTO_CHUNK_IMAGES,
+    TILE_LATENTS,
+    describe_default_models,
+)
 
 #: File names of decompressed images inside an output folder.
 _IMAGE_NAME = re.compile(r"^\d{6,}\.png$")
@@ -173,6 +178,12 @@ def _add_compress(subparsers, common) -> None:
                    "decoding up to 1.6 times faster (default: 16 if there are photos, "
                    "images of another size than the model's, else 1); a bbcodec older than "
                    "this option refuses files with 16")  # fmt: skip
+    p.add_argument("--tile-latents", choices=TILE_LATENTS,
+                   help="how a photo's latents (one per tile) are coded: bits-back, or "
+                   "prior-mean: none coded, each tile's latent the prior's mean, for a model "
+                   "whose decoder ignores its latent (default: the model's registered "
+                   "choice, see `bbcodec models`); a bbcodec older than this option refuses "
+                   "files with prior-mean")  # fmt: skip
     p.add_argument(
         "--elbo", action="store_true",
         help="also give the float model's −ELBO of photos (images of another size than "
@@ -231,7 +242,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     settings = CodingSettings(
         max_batch=args.max_batch, chunk_images=plan.chunk_images, seed=args.seed,
         device=args.device, torch_threads=plan.torch_threads, band_rows=plan.band_rows,
-        pixel_bins=args.pixel_bins,
+        pixel_bins=args.pixel_bins, tile_latents=args.tile_latents,
     )  # fmt: skip
     with (
         _atomic_file(out, args.force) as f,

@@ -89,7 +89,7 @@ def compress_dataset(args: argparse.Namespace) -> int:
 
     settings = CodingSettings(
         max_batch=args.max_batch, chunk_images=args.chunk_images, seed=args.seed,
-        pixel_bins=args.pixel_bins,
+        pixel_bins=args.pixel_bins, tile_latents=args.tile_latents,
     )  # fmt: skip
     plan = plan_dataset(
         args.inputs[0], args.output, args.model, shard_images=args.shard_images or

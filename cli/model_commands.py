@@ -112,7 +112,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         print(f"no models shipped yet in {weights_folder()}")
         print("train one with: bbcodec train --preset NAME --data PATH --minutes M --export NAME")
         return 0
-    header = ("name", "family", "dataset", "−ELBO bpd", "−ELBO nats", "params")
+    header = ("name", "family", "dataset", "−ELBO bpd", "−ELBO nats", "params", "photo latents")
     table = [
         (
             m.name,
@@ -121,6 +121,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
             f"{m.test_neg_elbo_bpd:.4f}",
             f"{m.test_neg_elbo_nats:.2f}",
             f"{n:,}",
+            m.tile_latents,
         )
         for m, n in rows
     ]

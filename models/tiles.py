@@ -44,12 +44,17 @@ ELBO_STRIP_PIXELS = 1 << 16
 
 @torch.no_grad()
 def tiled_elbo_terms(
-    model, image: np.ndarray, batch_tiles: int = 256, strip_pixels: int = ELBO_STRIP_PIXELS
-) -> tuple[float, float]:
+    model, image: np.ndarray, batch_tiles: int = 256, strip_pixels: int = ELBO_STRIP_PIXELS,
+    latents: torch.Tensor | None = None,
+) -> tuple[float, float]:  # fmt: skip
     """One-sample (reconstruction, KL) in nats of one (H, W[, 3]) uint8 image, tiled.
 
     The −ELBO the tiled codec's rate is measured against: Σ over tiles of
     log q(z_T|x_T) − log p(z_T) at z_T ~ q, plus −log p(x | z) over the whole image.
+    With ``latents`` given ((T, D) for the T tiles of `tile_boxes`, or (1, D) for all, in
+    latent units) the tiles have those latents, known to both sides, and the KL is 0: with
+    the prior's mean z̄* this is the codelength −log p(x | z̄*) of
+    ``tile_latents="prior-mean"`` coding (`bbcodec.codec.tiled`).
     The latents are sampled for all tiles first (in batches of ``batch_tiles``); the pixel
     network then runs over strips of whole tile rows of about ``strip_pixels`` pixels,
     each with the rows above it that its causal neighbourhood reaches, so it computes
@@ -60,15 +65,15 @@ def tiled_elbo_terms(
     height, width = image.shape[:2]
     boxes = tile_boxes(height, width, tile_h, tile_w)
     device = next(model.parameters()).device
-    kl, latents = 0.0, []
-    for start in range(0, len(boxes), batch_tiles):
+    kl, sampled = 0.0, []
+    for start in range(0, len(boxes) if latents is None else 0, batch_tiles):
         tiles = padded_tiles(image, boxes[start : start + batch_tiles], tile_h, tile_w)
         q = model.posterior(torch.from_numpy(tiles).to(device))
         z = q.mean + q.std * torch.randn_like(q.std)
         log_q = gaussian_log_prob(z, q.mean, q.std)
         kl += float((log_q - model.coding_prior.log_prob_dims(z)).sum())
-        latents.append(z)
-    z = torch.cat(latents)
+        sampled.append(z)
+    z = torch.cat(sampled) if latents is None else latents.to(device).expand(len(boxes), -1)
     x = torch.from_numpy(np.array(image))[None].to(device)  # a copy: the input may be read-only
     decoder = model.decoder
     if decoder.row is not None:  # the full causal past: one pass over the image

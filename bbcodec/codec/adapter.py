@@ -206,6 +206,12 @@ class ModelAdapter:
             z[:, i] = self.grid.to_values(symbols[:, i])
         return steps, symbols
 
+    def prior_mean_symbols(self) -> np.ndarray:
+        """The prior's mean walk z̄*: each dimension the prior's conditional mean given the
+        ones before, rounded onto the grid (`direct_walk` with zero offsets); the latent of
+        every tile without bits back (``tile_latents="prior-mean"``). (1, D) int32 symbols."""
+        return self.direct_walk(offsets=np.zeros((1, self.latent_dim), dtype=np.int32))[1]
+
     # ----- pixels ---------------------------------------------------------------------
     def _pixel_leaf(self, params: Any, groups: int | Sequence[int]) -> Codec:
         if self.kind == "binary":

@@ -215,7 +215,7 @@ class ImageCodec:
 
     def _layout(self, shape: tuple[int, ...]) -> BatchedLayout | TiledLayout:
         if is_tiled(shape, self.image_shape):
-            return TiledLayout(self.adapter, shape)
+            return TiledLayout(self.adapter, shape, self.settings.tile_latents or "bits-back")
         return self._batched
 
     def _run(self, fn, *args):

@@ -24,6 +24,14 @@ any ``(H, W)`` as follows.
   group of tiles (the bottom right) is coded directly, its latents chosen by the encoder
   (`ModelAdapter.direct_walk`) and pushed as step numbers at their first step, and so are
   the next groups while the stack cannot pay for their pop.
+- **Or no latents coded** (``tile_latents="prior-mean"``, `TILE_LATENTS`): every tile's
+  latent is the prior's conditional mean, dimension by dimension, on the grid
+  (`ModelAdapter.prior_mean_symbols`), which both sides compute, and only the
+  pixels are coded, with P(x | z̄*). A photo model whose decoder has learnt to ignore its
+  latent (posterior collapse) codes at −log P(x | z̄*) instead of the −ELBO, which adds
+  the KL of every tile, and decodes without the latents' sequential prior steps and the
+  posterior networks. `bbcodec.zoo.ModelInfo.tile_latents` records a model's choice,
+  measured (`benchmarks/tile_latents.py`).
 
 Determinism: every tile's feature map is computed alone (batch of one), priors and
 posteriors are computed for the same groups of tiles on both sides, and a pixel step
@@ -56,6 +64,7 @@ from bbcodec.codec.batched import MAX_DIRECT, Coded
 from bbcodec.coding import Message, MessageUnderflowError
 from bbcodec.errors import DecodeError, ImageKindError
 from bbcodec.models.tiles import padded_tiles, tile_boxes
+from bbcodec.plan import TILE_LATENTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,9 +109,12 @@ class TiledImage:
     Args:
         adapter: the model's `ModelAdapter`; its decoder must have a local receptive field.
         shape: ``(H, W)`` or ``(H, W, 3)`` of the image.
+        tile_latents: one of `TILE_LATENTS`.
     """
 
-    def __init__(self, adapter: ModelAdapter, shape: tuple[int, ...]):
+    def __init__(
+        self, adapter: ModelAdapter, shape: tuple[int, ...], tile_latents: str = "bits-back"
+    ):
         decoder = adapter.model.decoder
         if decoder.row is not None:
             raise ImageKindError(
@@ -112,8 +124,12 @@ class TiledImage:
             )
         if tuple(shape[2:]) != tuple(adapter.image_shape[2:]):
             raise ImageKindError(f"image of shape {shape} for a {adapter.kind} model")
+        if tile_latents not in TILE_LATENTS:
+            raise ValueError(f"tile_latents must be one of {TILE_LATENTS}, got {tile_latents!r}")
         self.adapter = adapter
         self.shape = tuple(shape)
+        self.bits_back = tile_latents == "bits-back"
+        self._mean_features: torch.Tensor | None = None  # (1, th, tw, C) of z̄*, when needed
         tile_h, tile_w = adapter.image_shape[:2]
         self.plan = TilePlan(shape[0], shape[1], tile_h, tile_w, decoder.local.half_width + 1)
         self.tiles = tile_boxes(shape[0], shape[1], tile_h, tile_w)
@@ -193,6 +209,19 @@ class TiledImage:
             tile_features = a.model.to_features(values[row : row + 1])
             self.stepper.features[:, r0:r1, c0:c1] = tile_features[:, : r1 - r0, : c1 - c0]
 
+    @torch.no_grad()
+    def _set_prior_mean(self, tiles: list[int]) -> None:
+        """Write the feature map of the prior's mean latent z̄* (``tile_latents=
+        "prior-mean"``) into ``tiles``; it is computed once, as a decoded latent's would be."""
+        a = self.adapter
+        if self._mean_features is None:
+            symbols = a.prior_mean_symbols()
+            values = torch.from_numpy(a.grid.to_values(symbols).astype(np.float32)).to(a.device)
+            self._mean_features = a.model.to_features(values)
+        for index in tiles:
+            r0, r1, c0, c1 = self.tiles[index]
+            self.stepper.features[:, r0:r1, c0:c1] = self._mean_features[:, : r1 - r0, : c1 - c0]
+
     def _pixel_codec(self, rows: torch.Tensor, cols: torch.Tensor):
         return self.adapter.pixel_codec(self.stepper.params_at(rows, cols)[0])
 
@@ -251,6 +280,9 @@ class TiledImage:
         """Encode ``image`` onto ``message``; returns the number of tile groups coded
         directly (see `bbcodec.codec.batched.BatchedLayout.push` for ``min_direct``).
 
+        Without bits back (``tile_latents="prior-mean"``) no latent is coded: nothing is
+        popped, and no tile group is coded directly (returns 0).
+
         Raises:
             MessageUnderflowError: the stack cannot pay for a posterior pop of a group that
                 may not be coded directly; the message is then unusable.
@@ -264,7 +296,9 @@ class TiledImage:
         n_direct = group = 0
         for t in reversed(range(self.plan.n_steps)):
             ending = self.ends.get(t)
-            if ending:
+            if ending and not self.bits_back:
+                self._set_prior_mean(ending)
+            elif ending:
                 chosen = min_direct is not None and group < min_direct
                 if not chosen:
                     message.mix_head()
@@ -287,23 +321,27 @@ class TiledImage:
             starting = self.starts.get(t)
             if starting or t - 1 in self.ends or t == 0:  # latents next, or the end
                 pushes.flush()
-            if starting:
+            if starting and self.bits_back:
                 self._push_latents(message, starting, direct)
+            if starting:
                 self._release(starting, backwards=True)  # these tiles are done
         return n_direct
 
     def pop(self, message: Message, n_direct: int) -> np.ndarray:
         """Decode the image from ``message`` (restoring the bits the encoder popped), the
-        first ``n_direct`` tile groups of the encoder having been coded directly."""
+        first ``n_direct`` tile groups of the encoder having been coded directly (without
+        bits back, ``n_direct`` is unused)."""
         a = self.adapter
-        direct = self.direct_tiles(n_direct)
+        direct = self.direct_tiles(n_direct) if self.bits_back else set(range(len(self.tiles)))
         bits_back_ends = [t for t in self.ends if not direct.issuperset(self.ends[t])]
         last_bits_back = max(bits_back_ends, default=-1)
         image = np.zeros(self.shape, dtype=np.uint8)
         message.underflow_guard = last_bits_back >= 0
         for t in range(self.plan.n_steps):
             starting = self.starts.get(t)
-            if starting:
+            if starting and not self.bits_back:
+                self._set_prior_mean(starting)
+            elif starting:
                 self._pop_latents(message, starting, direct)
             rows, cols = self.plan.positions(t)
             if len(rows):
@@ -327,15 +365,21 @@ class TiledLayout:
     Args:
         adapter: the model's `ModelAdapter`.
         shape: ``(H, W)`` or ``(H, W, 3)`` of the image.
+        tile_latents: one of `TILE_LATENTS`.
     """
 
     codes_batches = False
 
-    def __init__(self, adapter: ModelAdapter, shape: tuple[int, ...]):
-        self.tiled = TiledImage(adapter, shape)
+    def __init__(
+        self, adapter: ModelAdapter, shape: tuple[int, ...], tile_latents: str = "bits-back"
+    ):
+        self.tiled = TiledImage(adapter, shape, tile_latents)
 
     def direct_limit(self, n_images: int) -> int:
-        """The most tile groups the image may code directly."""
+        """The most tile groups the image may code directly: 1 without bits back, whose
+        chunk trailer is then empty (no group is coded directly)."""
+        if not self.tiled.bits_back:
+            return 1
         return min(len(self.tiled.ends), MAX_DIRECT)
 
     def push(

@@ -334,3 +334,12 @@ def test_bench_on_photos_codes_each_its_own_file(capsys, tmp_path):
     assert [[row[k] for k in same] for row in r_one["images"]] == [
         [row[k] for k in same] for row in r_two["images"]
     ]
+    assert r_two["coding_settings"]["tile_latents"] == "bits-back"  # a weights file's default
+    code = main(["bench", "--model", str(model), "--data", str(folder), "--json", str(out),
+                 "--threads", "1", "-q", "--workers", "1", "--tile-latents", "prior-mean"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    r_mean = json.loads(out.read_text())
+    assert r_mean["coding_settings"]["tile_latents"] == "prior-mean" and r_mean["roundtrip_ok"]
+    assert [row["neg_elbo_bpd"] for row in r_mean["images"]] == [
+        row["neg_elbo_bpd"] for row in r_two["images"]
+    ]

@@ -195,6 +195,17 @@ def test_two_stage_pixels_are_recorded_and_decode(capsys):
     assert np.array_equal(np.load("y.npy"), images)
 
 
+def test_prior_mean_tile_latents_are_recorded_and_decode(capsys):
+    weights = _weights(RGB, "model")
+    photo = np.random.default_rng(3).integers(0, 256, (1, 13, 21, 3), dtype=np.uint8)
+    _compress(capsys, _npy("x.npy", photo), "-o", "x.bbc", "--model", str(weights),
+              "--tile-latents", "prior-mean")  # fmt: skip
+    with open("x.bbc", "rb") as f:
+        assert ContainerReader(f).header.settings["tile_latents"] == "prior-mean"
+    _decompress(capsys, "x.bbc", "-o", "y.npy", "--model", str(weights))
+    assert np.array_equal(np.load("y.npy"), photo)
+
+
 def test_inputs_are_concatenated_in_argument_order(capsys, binary_model):
     a, b, c = _bits(3, seed=1), _bits(4, seed=2), _bits(2, seed=3)
     _png_folder("pngs", b, "1")

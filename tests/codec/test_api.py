@@ -10,6 +10,7 @@ binarized-MNIST test images with the shipped model when there is one.
 from __future__ import annotations
 
 import io
+import json
 import math
 import re
 import runpy
@@ -125,6 +126,29 @@ def test_a_registered_model_is_found_from_the_file_alone(tmp_path):
     assert (named_header.model_id, custom_header.model_id) == ("tiny-bin", "custom")
     assert named_header.weights_digest == custom_header.weights_digest
     assert [c.words.tolist() for c in named_chunks] == [c.words.tolist() for c in custom_chunks]
+
+
+def test_a_registered_prior_mean_model_codes_photos_without_latents(tmp_path, zoo_dir):
+    """A registry entry's ``tile_latents`` is the default of its photos (recorded in the
+    file, which decodes from its bytes alone); images of the model's size keep bits back,
+    and settings that say otherwise win."""
+    model = random_model(tiny_config("vlae", "rgb"))
+    _register("tiny-photo", model, tmp_path)
+    registry = zoo_dir / zoo.REGISTRY_FILE
+    entries = json.loads(registry.read_text())
+    entries["tiny-photo"]["tile_latents"] = "prior-mean"
+    registry.write_text(json.dumps(entries))
+    photo = np.random.default_rng(3).integers(0, 256, (13, 21, 3), dtype=np.uint8)
+
+    def recorded(images, settings=None):
+        data = bbcodec.compress(images, model="tiny-photo", settings=settings)
+        np.testing.assert_array_equal(np.reshape(bbcodec.decompress(data), images.shape), images)
+        return loads(data)[0].settings.get("tile_latents")
+
+    assert recorded(photo) == "prior-mean"
+    assert recorded(random_images(model.config, 3)) is None  # batched: bits back
+    assert recorded(photo, CodingSettings(tile_latents="bits-back")) is None
+    assert loads(bbcodec.compress(photo, model=model))[0].settings.get("tile_latents") is None
 
 
 def test_encoding_is_deterministic():

@@ -221,10 +221,10 @@ def test_the_decoder_holds_one_band_at_a_time(model, photo, monkeypatch):
     built, alive = [], []
     real = tiled.TiledImage.__init__
 
-    def spy(self, adapter, shape):
+    def spy(self, adapter, shape, *rest):
         alive[:] = [ref for ref in alive if ref() is not None]
         built.append((tuple(shape), len(alive)))
-        real(self, adapter, shape)
+        real(self, adapter, shape, *rest)
         import weakref
 
         alive.append(weakref.ref(self))

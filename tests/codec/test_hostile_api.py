@@ -62,6 +62,8 @@ CONFIG = tiny_config("vlae", "binary")
         ({"pixel_bins": 8}, "pixel_bins must be one of 1, 16, got 8"),
         ({"pixel_bins": True}, "pixel_bins must be one of 1, 16, got True"),
         ({"pixel_bins": 16, "arithmetic": "float"}, "pixel_bins other than 1 needs exact"),
+        ({"tile_latents": "none"}, "tile_latents must be one of bits-back, prior-mean, got"),
+        ({"tile_latents": 1}, "tile_latents must be one of bits-back, prior-mean, got 1"),
     ],
 )
 def test_bad_settings_are_usage_errors_and_bad_file_settings_decode_errors(values, message):
@@ -76,17 +78,22 @@ def test_bad_settings_are_usage_errors_and_bad_file_settings_decode_errors(value
 def test_good_settings_and_the_file_forms_still_work():
     for values in ({}, {"device": "cuda:1", "chunk_images": 1, "max_batch": 65536},
                    {"grid_step_log2": -4, "grid_bound": 8, "seed": 2**63 - 1},
-                   {"pixel_bins": 16}):  # fmt: skip
+                   {"pixel_bins": 16}, {"tile_latents": "prior-mean"},
+                   {"tile_latents": "bits-back"}):  # fmt: skip
         settings = CodingSettings(**values)
         for n_images in (1, 10):
             recorded = settings.file_dict(n_images)  # what a format-3 file holds
             read = CodingSettings.from_dict(recorded, 3, n_images)
             chunk_images = n_images if (settings.chunk_images or n_images) >= n_images else 1
             # band_rows: recorded only where it cut an image (none here), else read as 0;
-            # pixel_bins: recorded unless 1, and None (the plan's choice) is written as 1
-            resolved = {"band_rows": 0, "pixel_bins": settings.pixel_bins or 1}
+            # pixel_bins: recorded unless 1, and None (the plan's choice) is written as 1;
+            # tile_latents likewise unless bits-back (a file without it used bits back)
+            resolved = {"band_rows": 0, "pixel_bins": settings.pixel_bins or 1,
+                        "tile_latents": settings.tile_latents or "bits-back"}  # fmt: skip
             assert read == dataclasses.replace(settings, chunk_images=chunk_images, **resolved)
     assert CodingSettings().file_dict(5) == {}  # the defaults cost nothing
+    assert CodingSettings(tile_latents="bits-back").file_dict(5) == {}
+    assert CodingSettings(tile_latents="prior-mean").file_dict(5) == {"tile_latents": "prior-mean"}
     # Format 2 recorded every setting but those added since; the chunk size was required.
     format_2 = {**CodingSettings(chunk_images=7).to_dict()}
     for added in ("posterior_window_stds", "initial_bits", "direct_latent_stds"):

@@ -71,10 +71,13 @@ CASES = {
     "grey": ("vlae", "grey", None),
     "rgb": ("vlae", "rgb", None),
     "tiled-rgb": ("vlae", "rgb", (12, 20, 3)),
+    "tiled-grey-prior-mean": ("vlae", "grey", (12, 20)),
     "delta-vae-binary": ("delta-vae", "binary", None),
     "delta-vae-rgb": ("delta-vae", "rgb", None),
 }
 N_IMAGES = 4
+#: More `bbcodec compress` arguments of a case.
+COMPRESS_ARGS = {"tiled-grey-prior-mean": ["--tile-latents", "prior-mean"]}
 
 
 def run_child(cwd: Path, how: tuple[str | None, int], jobs: list[list[str]], zoo_dir=None) -> dict:
@@ -99,7 +102,7 @@ def compress_jobs(cases: dict[str, str], side: str) -> list[list[str]]:
     """``bbcodec compress`` of each case's images.npy to SIDE/NAME.bbc (one worker)."""
     return [
         ["compress", "-q", f"{name}.npy", "-o", f"{side}/{name}.bbc", "--model", model,
-         "--threads", "1", "--workers", "1"]
+         "--threads", "1", "--workers", "1", *COMPRESS_ARGS.get(name, [])]
         for name, model in cases.items()
     ]  # fmt: skip
 

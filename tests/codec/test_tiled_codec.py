@@ -118,6 +118,67 @@ def test_a_photo_round_trips_with_two_stage_pixels():
     np.testing.assert_array_equal(decoded[0], image)
 
 
+@pytest.mark.parametrize("arithmetic", ["exact", "float"])
+@pytest.mark.parametrize("hw", SHAPES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_prior_mean_latents_round_trip_any_size(kind, hw, arithmetic):
+    """tile_latents="prior-mean": no latent coded, no tile group coded directly, every
+    image back; the model's own size (8, 8) is batched and keeps its bits back."""
+    config = tiny_config("vlae", kind)
+    image = _image(kind, hw, seed=hw[1])
+    settings = CodingSettings(tile_latents="prior-mean", arithmetic=arithmetic)
+    chunk, rate = ImageCodec(random_model(config), settings).encode_chunk(image[None])
+    assert rate.direct_items == (1 if hw == (8, 8) else 0)
+    decoded = ImageCodec(random_model(config), settings).decode_chunk(chunk, shape=image.shape)
+    np.testing.assert_array_equal(decoded[0], image)
+
+
+def test_prior_mean_codes_the_pixels_at_the_prior_mean_latent(monkeypatch):
+    """The information coded is −log p(x | z̄*) with z̄* the prior's mean walk on the grid
+    (`tiled_elbo_terms` with that latent, to 0.5 %), no posterior is computed, and it is
+    below bits back's by about the KL on a model whose decoder ignores z (its feature
+    network zeroed): by its KL and the initial bits bits back needs."""
+    model = random_model(tiny_config("vlae", "grey"))
+    photos = [_smooth_photo((21, 26), seed) for seed in range(3)]
+    settings = CodingSettings(tile_latents="prior-mean")
+    codec = ImageCodec(model, settings)
+    z_star = settings.grid.to_values(codec.adapter.prior_mean_symbols()).astype(np.float32)
+    reference = sum(
+        tiled_elbo_terms(model, p, latents=torch.from_numpy(z_star))[0] for p in photos
+    ) / math.log(2)
+    monkeypatch.setattr(type(model), "posterior", lambda *_: pytest.fail("posterior computed"))
+    coded = sum(codec.encode_chunk(p[None])[1].information_bits for p in photos)
+    assert coded == pytest.approx(reference, rel=5e-3)
+    monkeypatch.undo()
+
+    with torch.no_grad():  # a decoder that ignores its latent: bits back only adds the KL
+        for parameter in model.to_features.parameters():
+            parameter.zero_()
+    information = {}
+    for tile_latents in ("bits-back", "prior-mean"):
+        codec = ImageCodec(model, CodingSettings(tile_latents=tile_latents))
+        information[tile_latents] = sum(
+            codec.encode_chunk(p[None])[1].information_bits for p in photos
+        )
+    torch.manual_seed(0)
+    kl_bits = sum(tiled_elbo_terms(model, p)[1] for p in photos) / math.log(2)
+    saved = information["bits-back"] - information["prior-mean"]
+    # the KL, and the first tile groups' direct coding (the stack starts empty) on top
+    assert 0.75 * kl_bits < saved < kl_bits + 64 * len(photos), (saved, kl_bits)
+
+
+def test_a_prior_mean_chunk_does_not_decode_as_bits_back():
+    """The setting is part of what decoder and encoder share: decoding a prior-mean chunk
+    with bits back is an error, never wrong pixels."""
+    config = tiny_config("vlae", "rgb")
+    image = _image("rgb", (13, 21), seed=9)
+    chunk, _ = ImageCodec(
+        random_model(config), CodingSettings(tile_latents="prior-mean")
+    ).encode_chunk(image[None])
+    with pytest.raises((DecodeError, ChecksumError)):
+        ImageCodec(random_model(config), CodingSettings()).decode_chunk(chunk, shape=image.shape)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_small_size_round_trips_with_a_wide_neighbourhood(kind):
     """Images narrower than the wavefront's skew (1 to 3 pixels wide for a 7×7

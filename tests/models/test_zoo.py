@@ -14,7 +14,15 @@ from bbcodec import zoo
 from bbcodec.errors import BbcodecError, UsageError, WeightsError
 from bbcodec.models.vae import LatentVariableModel, ModelConfig
 from bbcodec.models.weights import save_weights, sha256_file
-from bbcodec.zoo import ModelInfo, card_rows, list_models, load_model, register_model
+from bbcodec.zoo import (
+    ModelInfo,
+    card_rows,
+    list_models,
+    load_model,
+    record_tile_latents,
+    register_model,
+    registered_tile_latents,
+)
 
 TINY = ModelConfig(
     "vlae", "binary", (8, 8), latent_dim=4, channels=8, n_blocks=1, made_hidden=16, kernel_size=3
@@ -212,6 +220,7 @@ def _entry(**changes) -> str:
         (_entry(file="../x.safetensors"), "plain file name"),
         (_entry(card="/etc/x.md"), "plain file name"),
         (_entry(test_neg_elbo_bpd="fast"), "malformed"),
+        (_entry(tile_latents="none"), "tile_latents 'none'; expected one of bits-back"),
     ],
 )
 def test_malformed_registries_are_clear_errors(tmp_path, weights_file, registry, message):
@@ -221,6 +230,24 @@ def test_malformed_registries_are_clear_errors(tmp_path, weights_file, registry,
     with pytest.raises(WeightsError, match=message):
         load_model("x", weights_dir=tmp_path)
     assert load_model(weights_file, weights_dir=tmp_path).config == TINY  # paths still load
+
+
+def test_the_tile_latents_of_a_registered_model(tmp_path, weights_file):
+    """An entry without ``tile_latents`` codes photos' latents with bits back; one may say
+    prior-mean; any other name (a path) is bits back."""
+    _register(weights_file, tmp_path)
+    assert list_models(weights_dir=tmp_path)[0].tile_latents == "bits-back"
+    assert registered_tile_latents("tiny", weights_dir=tmp_path) == "bits-back"
+    record_tile_latents("tiny", "prior-mean", weights_dir=tmp_path)
+    assert list_models(weights_dir=tmp_path)[0].tile_latents == "prior-mean"
+    assert registered_tile_latents("tiny", weights_dir=tmp_path) == "prior-mean"
+    assert registered_tile_latents(str(weights_file), weights_dir=tmp_path) == "bits-back"
+    record_tile_latents("tiny", "bits-back", weights_dir=tmp_path)
+    assert "tile_latents" not in json.loads((tmp_path / "registry.json").read_text())["tiny"]
+    with pytest.raises(UsageError, match="not a registered model"):
+        record_tile_latents("other", "prior-mean", weights_dir=tmp_path)
+    with pytest.raises(UsageError, match="tile_latents must be one of"):
+        record_tile_latents("tiny", "none", weights_dir=tmp_path)
 
 
 def test_docstring_examples():
