@@ -309,7 +309,9 @@ def compress_to(
             chunks.append(rate)
     writer.finalize()
     n_dims = sum(run.size for run in runs)
-    return CompressReport(len(shapes), n_dims, 8 * writer.bytes_written, tuple(chunks))
+    return CompressReport(
+        len(shapes), n_dims, 8 * writer.bytes_written, tuple(chunks), settings.tile_latents
+    )
 
 
 def compress(

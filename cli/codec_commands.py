@@ -61,6 +61,7 @@ from bbcodec.plan import (
     MAX_AUTO_CHUNK_IMAGES,
     TILE_LATENTS,
     describe_default_models,
+    is_tiled,
 )
 
 #: File names of decompressed images inside an output folder.
@@ -222,7 +223,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
     from bbcodec.api import compress_to, default_model_for
     from bbcodec.codec import CodingSettings
-    from bbcodec.plan import is_tiled, plan_coding
+    from bbcodec.plan import plan_coding
     from bbcodec.zoo import list_models, load_model
 
     runs, labels, metadata = _load_inputs(args.inputs, args.split, args.max_pixels)
@@ -411,6 +412,10 @@ def _print_compress_summary(out, report, runs, config, model_name, registered, e
         print(f"{label:18}{bits / dims:10.4f}{bits:14,.0f}   {note}")
     if elbo_bits is None:
         print("(the float model's −ELBO of photos takes a pass of its own: --elbo adds it)")
+    tiled = any(is_tiled(run.shape[1:], config.image_shape) for run in runs)
+    if tiled and report.tile_latents == "prior-mean":
+        print("(photos: no latent coded, every tile's is the prior's mean; their information "
+              "is −log2 P(x|z̄) alone, below the −ELBO by about its KL)")  # fmt: skip
     if any(chunk.direct_items for chunk in report.chunks):
         print("(information includes each chunk's first images, or a photo's first tiles, "
               "coded without bits back: an empty stack has no bits to give back)")  # fmt: skip

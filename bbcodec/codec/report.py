@@ -48,12 +48,15 @@ class CompressReport:
         n_dims: sub-pixels of all images together.
         file_bits: every bit of the output, header, seed and trailers included.
         chunks: each chunk's rate, in file order (an image cut into bands: one per band).
+        tile_latents: how the images coded tiled coded their latents
+            (`bbcodec.codec.CodingSettings.tile_latents`).
     """
 
     n_images: int
     n_dims: int
     file_bits: int
     chunks: tuple[ChunkRate, ...]
+    tile_latents: str = "bits-back"
 
     @property
     def information_bits(self) -> float:

@@ -198,8 +198,9 @@ def test_two_stage_pixels_are_recorded_and_decode(capsys):
 def test_prior_mean_tile_latents_are_recorded_and_decode(capsys):
     weights = _weights(RGB, "model")
     photo = np.random.default_rng(3).integers(0, 256, (1, 13, 21, 3), dtype=np.uint8)
-    _compress(capsys, _npy("x.npy", photo), "-o", "x.bbc", "--model", str(weights),
-              "--tile-latents", "prior-mean")  # fmt: skip
+    out = _compress(capsys, _npy("x.npy", photo), "-o", "x.bbc", "--model", str(weights),
+                    "--tile-latents", "prior-mean")  # fmt: skip
+    assert "no latent coded, every tile's is the prior's mean" in out
     with open("x.bbc", "rb") as f:
         assert ContainerReader(f).header.settings["tile_latents"] == "prior-mean"
     _decompress(capsys, "x.bbc", "-o", "y.npy", "--model", str(weights))
