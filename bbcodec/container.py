@@ -236,6 +236,7 @@ MODEL_CODES: dict[int, str] = {
     7: "vlae-photo-grey",
     8: "vlae-photo-2",
     9: "vlae-photo-grey-2",
+    10: "vlae-photo-grey-3",
 }
 #: Setting names by key index (part of the format: new keys are only ever appended).
 SETTINGS_KEYS = (

@@ -70,7 +70,7 @@ DEFAULT_MODELS: dict[tuple[str, tuple[int, int] | None], str] = {
     ("grey", (28, 28)): "vlae-mnist",
     ("rgb", (32, 32)): "vlae-cifar10",
     ("rgb", None): "vlae-photo-2",
-    ("grey", None): "vlae-photo-grey-2",
+    ("grey", None): "vlae-photo-grey-3",
 }
 
 #: Largest image, in pixels (H × W), read or decoded unless the caller raises the limit

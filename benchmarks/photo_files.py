@@ -63,9 +63,10 @@ def code_photo(photo: Path, folder: Path, args: argparse.Namespace) -> dict:
         Image.fromarray(pixels).save(photo)
     coded, back = folder / f"{photo.stem}.bbc", folder / f"{photo.stem}-back.png"
     model = ["--model", args.model] if args.model else []
+    latents = ["--tile-latents", args.tile_latents] if args.tile_latents else []
     encode_s = _run(
-        ["compress", str(photo), "-o", str(coded), *model, "--workers", str(args.workers),
-         "--threads", "1"], args.encode_capability,
+        ["compress", str(photo), "-o", str(coded), *model, *latents, "--workers",
+         str(args.workers), "--threads", "1"], args.encode_capability,
     )  # fmt: skip
     decode_s = _run(
         ["decompress", str(coded), "-o", str(back), "--workers", str(args.decode_workers),
@@ -88,6 +89,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/kodak"))
     parser.add_argument("--grey", action="store_true", help="convert each photo to grey first")
     parser.add_argument("--model", help="model name (default: the default for the photo)")
+    parser.add_argument("--tile-latents", help="compress --tile-latents (default: the model's)")
     parser.add_argument("--workers", type=int, default=2, help="compress --workers")
     parser.add_argument("--encode-capability", default="native", help="native or default")
     parser.add_argument("--decode-workers", type=int, help="(default: --workers)")
@@ -111,6 +113,7 @@ def main() -> int:
     subpixels = sum(int(np.prod(r["shape"])) for r in rows)
     summary = {
         "data": str(args.data), "grey": args.grey, "model": args.model,
+        "tile_latents": args.tile_latents,
         "workers": args.workers, "encode_capability": args.encode_capability,
         "decode_workers": args.decode_workers, "decode_threads": args.decode_threads,
         "n_photos": len(rows), "all_exact": all(r["exact"] for r in rows),

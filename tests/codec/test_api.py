@@ -267,7 +267,7 @@ def test_default_model_errors_name_the_models_that_exist(tmp_path):
     assert default_model_for([np.zeros((5, 7, 3), np.uint8), np.zeros((32, 32, 3), np.uint8)]) == (
         "vlae-photo-2"
     )
-    assert default_model_for(np.full((1, 512, 768), 9, np.uint8)) == "vlae-photo-grey-2"
+    assert default_model_for(np.full((1, 512, 768), 9, np.uint8)) == "vlae-photo-grey-3"
     # The default exists in name only here (an empty zoo): the error lists what is registered.
     _register("tiny", random_model(tiny_config("vlae", "binary")), tmp_path)
     with pytest.raises(WeightsError, match=r"'vlae-bmnist'.*known models: tiny"):
