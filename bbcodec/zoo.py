@@ -237,10 +237,9 @@ def load_model(
 def registered_tile_latents(name: str, weights_dir: str | Path | None = None) -> str:
     """How the registered model ``name`` codes the latents of tiled images by default
     (`ModelInfo.tile_latents`); ``"bits-back"`` for any other name (a weights path)."""
-    entry = _read_registry(weights_folder(weights_dir)).get(name)
-    if entry is None:
-        return "bits-back"
-    return _info(weights_folder(weights_dir), name, entry).tile_latents
+    folder = weights_folder(weights_dir)
+    entry = _read_registry(folder).get(name)
+    return "bits-back" if entry is None else _info(folder, name, entry).tile_latents
 
 
 def record_tile_latents(name: str, tile_latents: str, weights_dir: str | Path | None = None):
@@ -261,7 +260,12 @@ def record_tile_latents(name: str, tile_latents: str, weights_dir: str | Path | 
         registry[name].pop("tile_latents", None)
         if tile_latents != "bits-back":
             registry[name]["tile_latents"] = tile_latents
-        _write_atomic(folder / REGISTRY_FILE, json.dumps(registry, indent=2, sort_keys=True) + "\n")
+        _write_registry(folder, registry)
+
+
+def _write_registry(folder: Path, registry: dict[str, dict[str, Any]]) -> None:
+    """Rewrite the registry atomically (call under `_locked`)."""
+    _write_atomic(folder / REGISTRY_FILE, json.dumps(registry, indent=2, sort_keys=True) + "\n")
 
 
 @contextlib.contextmanager
@@ -383,7 +387,7 @@ def register_model(
     with _locked(folder):
         registry = _read_registry(folder)
         registry[name] = entry
-        _write_atomic(folder / REGISTRY_FILE, json.dumps(registry, indent=2, sort_keys=True) + "\n")
+        _write_registry(folder, registry)
     return _info(folder, name, entry)
 
 

@@ -65,15 +65,19 @@ def tiled_elbo_terms(
     height, width = image.shape[:2]
     boxes = tile_boxes(height, width, tile_h, tile_w)
     device = next(model.parameters()).device
-    kl, sampled = 0.0, []
-    for start in range(0, len(boxes) if latents is None else 0, batch_tiles):
-        tiles = padded_tiles(image, boxes[start : start + batch_tiles], tile_h, tile_w)
-        q = model.posterior(torch.from_numpy(tiles).to(device))
-        z = q.mean + q.std * torch.randn_like(q.std)
-        log_q = gaussian_log_prob(z, q.mean, q.std)
-        kl += float((log_q - model.coding_prior.log_prob_dims(z)).sum())
-        sampled.append(z)
-    z = torch.cat(sampled) if latents is None else latents.to(device).expand(len(boxes), -1)
+    kl = 0.0
+    if latents is None:
+        sampled = []
+        for start in range(0, len(boxes), batch_tiles):
+            tiles = padded_tiles(image, boxes[start : start + batch_tiles], tile_h, tile_w)
+            q = model.posterior(torch.from_numpy(tiles).to(device))
+            z = q.mean + q.std * torch.randn_like(q.std)
+            log_q = gaussian_log_prob(z, q.mean, q.std)
+            kl += float((log_q - model.coding_prior.log_prob_dims(z)).sum())
+            sampled.append(z)
+        z = torch.cat(sampled)
+    else:
+        z = latents.to(device).expand(len(boxes), -1)
     x = torch.from_numpy(np.array(image))[None].to(device)  # a copy: the input may be read-only
     decoder = model.decoder
     if decoder.row is not None:  # the full causal past: one pass over the image

@@ -332,9 +332,9 @@ class TiledImage:
         first ``n_direct`` tile groups of the encoder having been coded directly (without
         bits back, ``n_direct`` is unused)."""
         a = self.adapter
-        direct = self.direct_tiles(n_direct) if self.bits_back else set(range(len(self.tiles)))
+        direct = self.direct_tiles(n_direct) if self.bits_back else set()
         bits_back_ends = [t for t in self.ends if not direct.issuperset(self.ends[t])]
-        last_bits_back = max(bits_back_ends, default=-1)
+        last_bits_back = max(bits_back_ends, default=-1) if self.bits_back else -1
         image = np.zeros(self.shape, dtype=np.uint8)
         message.underflow_guard = last_bits_back >= 0
         for t in range(self.plan.n_steps):
@@ -351,7 +351,7 @@ class TiledImage:
             ending = self.ends.get(t)
             if ending:
                 self._release(ending, backwards=False)
-            if ending and not direct.issuperset(ending):
+            if ending and self.bits_back and not direct.issuperset(ending):
                 a.posterior(self._tile_pixels(image, ending)).push(message, self.latents[ending])
                 message.mix_head()
                 if t == last_bits_back:  # the rest was pushed before the encoder's first pop
